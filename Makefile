@@ -1,0 +1,82 @@
+# Airflow-orchestrated ML retraining. `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= projects/flights.yaml
+WEEKS ?= 9
+CORRUPT_WEEK ?= 6
+PYTEST_ARGS ?=
+
+export RETRAINER_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with the locked dependencies and the package
+
+.PHONY: lock
+lock: install ## Re-resolve requirements*.in into the pinned locks
+	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+.PHONY: run
+run: install ## Start Airflow + MLflow, replay the demo weeks through the scheduler, print the cycle table
+	$(BIN)/retrainer stack up
+	$(BIN)/retrainer demo land --config $(CONFIG) --weeks $(WEEKS) --corrupt-week $(CORRUPT_WEEK)
+	$(BIN)/retrainer demo replay --config $(CONFIG) --weeks $(WEEKS)
+	$(BIN)/retrainer report --config $(CONFIG)
+	$(BIN)/retrainer stack status
+
+.PHONY: up
+up: install ## Start the embedded stack (Airflow UI, MLflow UI) without replaying anything
+	$(BIN)/retrainer stack up
+
+.PHONY: status
+status: install ## Show URLs, health and credentials of the embedded stack
+	$(BIN)/retrainer stack status
+
+.PHONY: stop
+stop: ## Stop everything `make run` / `make up` started
+	@if test -x $(BIN)/retrainer; then $(BIN)/retrainer stack down; else echo "nothing to stop (no .venv)"; fi
+
+.PHONY: test
+test: install ## Lint, then run every test tier (unit, dags, data, model, integration)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: install ## Every tier except the integration tests
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: install ## Format and fix imports
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: bench
+bench: install ## Orchestration cost: one cycle through Airflow vs the same steps in one process
+	$(BIN)/python bench/bench_cycle.py --config $(CONFIG)
+
+.PHONY: clean-state
+clean-state: stop ## Delete demo data and the embedded stack's state (Airflow and MLflow databases)
+	rm -rf data .stack great_expectations/uncommitted

@@ -1,0 +1,297 @@
+"""Weekly retraining: one DAG per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
+
+This file only wires steps. The work is done by ``retrainer.steps``; tasks hand each other batch ids, run ids
+and small summaries through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from retrainer.config import ProjectConfig, load_config
+
+log = logging.getLogger(__name__)
+
+PROJECTS_DIR = Path(os.environ.get("RETRAINER_PROJECTS_DIR", Path(__file__).resolve().parents[1] / "projects"))
+
+DOC = """
+### Weekly retraining of `{model}`
+
+{description}
+
+Every run covers the week that ended at its cutoff (the run's data interval end, or the `cutoff` param):
+
+1. **ingest** registers batches that landed in `{root}/landing` (content hash, rows, period).
+2. **validate** checks each new batch against the Great Expectations suite `{suite}`. A failing batch is
+   moved to `quarantine/` with its report and the run stops here: nothing is trained, the champion is untouched.
+3. **drift** compares the new batches with the champion's training data (Evidently; report in MLflow).
+4. **train** fits a candidate on the newest {window} accepted batches, holding out the newest
+   {holdout:.0%} of rows.
+5. **evaluate** scores candidate and champion on the same held-out rows ({metric}).
+6. **promote** registers the candidate; `@champion` moves to it only if it is at least
+   {margin:.1%} better. The decision and its reason are tags on the model version.
+7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table).
+
+Params for manual runs: `force` (retrain without new data), `dry_run` (decide, register nothing),
+`window_batches`, `max_train_rows`, `cutoff` (ISO time; default: the run's data interval end or now).
+"""
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+}
+
+
+def _cutoff(context: dict[str, Any]) -> str:
+    """The cycle's cutoff: the ``cutoff`` param, else the data interval end, else when the run was due."""
+    params = context["params"]
+    if params.get("cutoff"):
+        return str(params["cutoff"])
+    end = context.get("data_interval_end")
+    if end is not None:
+        return end.isoformat()
+    return context["dag_run"].run_after.isoformat()
+
+
+def _trigger(context: dict[str, Any]) -> str:
+    """Why the run started: scheduled, manual, backfill or asset_triggered."""
+    run_type = context["dag_run"].run_type
+    return str(getattr(run_type, "value", run_type))
+
+
+def _cycle_id(context: dict[str, Any]) -> str:
+    from retrainer.steps import safe_id
+
+    return safe_id(context["dag_run"].run_id)
+
+
+def _mlflow() -> None:
+    from retrainer_provider.hooks.mlflow import MlflowHook
+
+    MlflowHook().configure()
+
+
+def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
+    """The weekly retraining DAG of one project."""
+    path = str(config_path)
+
+    @dag(
+        dag_id=f"retrain_{project.name}",
+        description=f"Weekly retraining of {project.model_name}: validate, drift, train, evaluate, promote",
+        schedule=CronTriggerTimetable(project.schedule.cron, timezone="UTC", interval=timedelta(weeks=1)),
+        start_date=project.schedule.start_date,
+        end_date=project.schedule.end_date,
+        catchup=project.schedule.catchup,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        dagrun_timeout=timedelta(hours=2),
+        tags=["retraining", "weekly", project.name],
+        doc_md=DOC.format(
+            model=project.model_name,
+            description=project.description,
+            root=project.data.root_uri,
+            suite=project.validation.suite,
+            window=project.window.batches,
+            holdout=project.holdout.fraction,
+            metric=project.metric.name,
+            margin=project.promotion.min_improvement,
+        ),
+        params={
+            "force": Param(False, type="boolean", description="Retrain even when no new batch was accepted."),
+            "dry_run": Param(False, type="boolean", description="Evaluate and decide, but register nothing."),
+            "window_batches": Param(
+                None, type=["null", "integer"], minimum=1, description="Override window.batches for this run."
+            ),
+            "max_train_rows": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Train on a sample of at most this many rows.",
+            ),
+            "cutoff": Param(
+                None,
+                type=["null", "string"],
+                description="ISO time: only batches ended by then (default: interval end).",
+            ),
+        },
+        render_template_as_native_obj=True,
+    )
+    def retrain() -> None:
+        @task(retries=3)
+        def ingest() -> dict[str, Any]:
+            """Register newly landed batches and list those this cycle processes."""
+            from retrainer import steps
+
+            context = get_current_context()
+            result = steps.ingest(load_config(path), _cutoff(context))
+            log.info(
+                "ingest: %d new batch(es) registered, %d pending up to %s: %s",
+                len(result["registered"]),
+                len(result["pending"]),
+                _cutoff(context),
+                ", ".join(result["pending"]) or "none",
+            )
+            return result
+
+        @task(retries=0)
+        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+            """Great Expectations; fail closed (no retry: the data will not change)."""
+            from retrainer import steps
+
+            try:
+                result = steps.validate(load_config(path), ingested["pending"])
+            except steps.BatchRejectedError as error:
+                raise AirflowFailException(str(error)) from None
+            log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
+            return result
+
+        @task
+        def drift(validated: dict[str, Any]) -> dict[str, Any]:
+            """Evidently drift of the new batches against the champion's training data."""
+            from retrainer import steps
+
+            _mlflow()
+            result = steps.drift(load_config(path), validated["accepted"], _cycle_id(get_current_context()))
+            log.info("drift: %s", result["summary"])
+            return result
+
+        @task
+        def train(validated: dict[str, Any]) -> dict[str, Any]:
+            """Fit a candidate on the window; its MLflow run id goes downstream."""
+            from retrainer import steps
+
+            _mlflow()
+            context = get_current_context()
+            params = context["params"]
+            try:
+                result = steps.train(
+                    load_config(path),
+                    _cutoff(context),
+                    _cycle_id(context),
+                    trigger=_trigger(context),
+                    window_batches=params.get("window_batches"),
+                    max_train_rows=params.get("max_train_rows"),
+                    require_new_data=None if params.get("force") else validated["accepted"],
+                )
+            except steps.NothingToTrainError as error:
+                raise AirflowSkipException(str(error)) from None
+            log.info(
+                "train: candidate run %s on %s (%d rows, held out %d)",
+                result["run_id"],
+                ", ".join(result["window"]),
+                result["train_rows"],
+                result["holdout_rows"],
+            )
+            return result
+
+        @task
+        def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+            """Candidate and champion on the same held-out rows."""
+            from retrainer import steps
+
+            _mlflow()
+            result = steps.evaluate(load_config(path), trained["run_id"])
+            champion = (
+                "no champion"
+                if result["champion"] is None
+                else f"champion v{result['champion_version']} {result['champion']:.4g}"
+            )
+            log.info(
+                "evaluate: %s candidate %.4g vs %s on %d rows",
+                result["metric"],
+                result["candidate"],
+                champion,
+                result["holdout_rows"],
+            )
+            return result
+
+        @task
+        def promote(trained: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+            """Register the candidate; move @champion only if it wins by the margin."""
+            from retrainer import steps
+
+            _mlflow()
+            dry_run = bool(get_current_context()["params"].get("dry_run"))
+            result = steps.promote(load_config(path), trained["run_id"], evaluation, dry_run=dry_run)
+            log.info(
+                "promote: %s%s v%s: %s",
+                "dry run, " if dry_run else "",
+                result["verdict"],
+                result["version"],
+                result["reason"],
+            )
+            return result
+
+        @task(trigger_rule="all_done", retries=3)
+        def record() -> dict[str, Any]:
+            """Write the cycle's outcome, whatever happened upstream."""
+            from retrainer import steps
+
+            context = get_current_context()
+            ti = context["ti"]
+            parts = {
+                name: ti.xcom_pull(task_ids=name)
+                for name in ("ingest", "validate", "drift", "train", "evaluate", "promote")
+            }
+            outcome = steps.record_cycle(
+                load_config(path),
+                _cycle_id(context),
+                trigger=_trigger(context),
+                cutoff=_cutoff(context),
+                ingest=parts["ingest"],
+                validation=parts["validate"],
+                drift=parts["drift"],
+                training=parts["train"],
+                evaluation=parts["evaluate"],
+                decision=parts["promote"],
+                error=_error_of(parts),
+            )
+            log.info(
+                "record: cycle %s: %s",
+                outcome["cycle_id"],
+                outcome.get("error") or (parts["promote"] or {}).get("reason", "no decision"),
+            )
+            return {"cycle_id": outcome["cycle_id"]}
+
+        ingested = ingest()
+        validated = validate(ingested)
+        trained = train(validated)
+        evaluation = evaluate(trained)
+        decided = promote(trained, evaluation)
+        [drift(validated), decided] >> record()
+
+    return retrain()
+
+
+def _error_of(parts: dict[str, Any]) -> str | None:
+    """Why a cycle ended without a decision, read from which steps returned a result."""
+    order = [("ingest", "ingest failed"), ("validate", "validation failed: batch quarantined, nothing trained")]
+    order += [
+        ("train", "no candidate trained"),
+        ("evaluate", "evaluation failed"),
+        ("promote", "promotion failed"),
+    ]
+    for name, reason in order:
+        if parts[name] is None:
+            if name == "train" and not (parts["validate"] or {}).get("accepted"):
+                return "no new accepted batch: nothing to retrain"
+            return reason
+    return None
+
+
+for _config_path in sorted(PROJECTS_DIR.glob("*.yaml")):
+    # A project file that does not validate fails this file's import, and the Airflow UI shows the error
+    # naming the file and the field.
+    _project = load_config(_config_path)
+    globals()[f"retrain_{_project.name}"] = build_dag(_config_path, _project)

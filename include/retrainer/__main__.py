@@ -1,0 +1,3 @@
+from retrainer.cli import main
+
+main()

@@ -1,0 +1,265 @@
+"""The batch catalog: every landed batch, its content hash, its period and what validation said of it.
+
+Layout under a project's ``data.root_uri``::
+
+    landing/<batch>.parquet                  new batches, immutable once landed
+    catalog/<batch>.json                     one record per batch (hash, rows, period, status)
+    quarantine/<batch>/<batch>.parquet       batches that failed validation ...
+    quarantine/<batch>/validation.json       ... with their validation report
+
+A batch is never deleted: a failing one is moved (copied, verified, then removed) into quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from retrainer import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from retrainer.config import ProjectConfig
+
+
+class BatchStatus(StrEnum):
+    """Lifecycle of a batch."""
+
+    LANDED = "landed"
+    ACCEPTED = "accepted"
+    QUARANTINED = "quarantined"
+
+
+class CatalogError(RuntimeError):
+    """A batch is unknown, unreadable, or its content no longer matches its recorded hash."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What the catalog knows of one batch."""
+
+    batch_id: str
+    uri: str
+    sha256: str
+    rows: int
+    period_start: str
+    period_end: str
+    status: BatchStatus = BatchStatus.LANDED
+    registered_at: str = ""
+    validated_at: str | None = None
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchRecord:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "status": BatchStatus(data["status"])})
+
+    @property
+    def period_end_ts(self) -> datetime:
+        """End of the batch's period (its newest timestamp) as an aware datetime."""
+        return _parse_ts(self.period_end)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _parse_ts(value: str | datetime) -> datetime:
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+class Catalog:
+    """Batch catalog of one project.
+
+    Args:
+        config: The project whose ``data.root_uri`` holds the zones.
+    """
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        root = config.data.root_uri
+        self.landing = storage.join(root, "landing")
+        self.quarantine = storage.join(root, "quarantine")
+        self.records = storage.join(root, "catalog")
+        self.reports = storage.join(root, "reports")
+
+    # -- records ------------------------------------------------------------------------------------------
+    def _record_uri(self, batch_id: str) -> str:
+        return storage.join(self.records, f"{batch_id}.json")
+
+    def _save(self, record: BatchRecord) -> BatchRecord:
+        storage.write_bytes(self._record_uri(record.batch_id), json.dumps(record.to_dict(), indent=2).encode())
+        return record
+
+    def get(self, batch_id: str) -> BatchRecord:
+        """The record of one batch.
+
+        Raises:
+            CatalogError: No batch with that id was registered.
+        """
+        uri = self._record_uri(batch_id)
+        if not storage.exists(uri):
+            raise CatalogError(f"batch {batch_id!r} is not in the catalog of {self.config.name}")
+        return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
+
+    def all(self) -> list[BatchRecord]:
+        """Every registered batch, oldest period first."""
+        records = [
+            BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
+            for uri in storage.list_files(self.records, "*.json")
+        ]
+        return sorted(records, key=lambda r: (r.period_end_ts, r.batch_id))
+
+    # -- landing ------------------------------------------------------------------------------------------
+    def land(self, batch_id: str, frame: pd.DataFrame) -> str:
+        """Write a new batch into the landing zone (what an upstream producer does).
+
+        Raises:
+            storage.StorageError: A batch with that id already landed with other content.
+        """
+        uri = storage.join(self.landing, f"{batch_id}.parquet")
+        storage.write_bytes(uri, storage.parquet_bytes(frame), overwrite=False)
+        return uri
+
+    def register_new(self) -> list[BatchRecord]:
+        """Record every file in the landing zone that the catalog does not know yet.
+
+        A file that cannot be read as a batch (not Parquet, no rows, no timestamps) is quarantined at once
+        with a report naming the problem, so one bad file never blocks the others.
+
+        Returns:
+            The new records, oldest period first: ``landed``, or ``quarantined`` for unreadable files.
+        """
+        known = {storage.basename(uri)[: -len(".json")] for uri in storage.list_files(self.records, "*.json")}
+        created = []
+        for uri in storage.list_files(self.landing, self.config.data.file_pattern):
+            batch_id = storage.basename(uri).rsplit(".", 1)[0]
+            if batch_id in known:
+                continue
+            data = storage.read_bytes(uri)
+            now = _now()
+            try:
+                start, end, rows = self._inspect(data, uri)
+            except CatalogError as error:
+                record = BatchRecord(batch_id, uri, storage.sha256_bytes(data), 0, now, now, registered_at=now)
+                self._save(record)
+                report = {"batch_id": batch_id, "success": False, "error": str(error)}
+                created.append(self.quarantine_batch(batch_id, report))
+                continue
+            record = BatchRecord(
+                batch_id=batch_id,
+                uri=uri,
+                sha256=storage.sha256_bytes(data),
+                rows=rows,
+                period_start=start,
+                period_end=end,
+                registered_at=now,
+            )
+            created.append(self._save(record))
+        return sorted(created, key=lambda r: (r.period_end_ts, r.batch_id))
+
+    def _inspect(self, data: bytes, uri: str) -> tuple[str, str, int]:
+        ts_col = self.config.schema_.timestamp
+        frame = _read_frame(data, uri)
+        if ts_col not in frame.columns:
+            raise CatalogError(f"batch {uri} has no timestamp column {ts_col!r}")
+        timestamps = _to_utc(frame[ts_col]).dropna()
+        if timestamps.empty:
+            raise CatalogError(f"batch {uri} has no rows with a timestamp in {ts_col!r}")
+        return timestamps.min().isoformat(), timestamps.max().isoformat(), len(frame)
+
+    def pending(self, cutoff: datetime) -> list[BatchRecord]:
+        """Batches landed but not yet validated whose period ended by ``cutoff``."""
+        cutoff = _parse_ts(cutoff)
+        return [r for r in self.all() if r.status is BatchStatus.LANDED and r.period_end_ts <= cutoff]
+
+    # -- validation outcomes ------------------------------------------------------------------------------
+    def accept(self, batch_id: str, validation: dict[str, Any]) -> BatchRecord:
+        """Mark a batch as accepted for training."""
+        record = self.get(batch_id)
+        return self._save(replace(record, status=BatchStatus.ACCEPTED, validated_at=_now(), validation=validation))
+
+    def quarantine_batch(self, batch_id: str, report: dict[str, Any]) -> BatchRecord:
+        """Move a failing batch into quarantine beside its validation report; nothing is deleted.
+
+        The report is written first, then the file is copied, verified against its recorded hash and only
+        then removed from the landing zone.
+        """
+        record = self.get(batch_id)
+        folder = storage.join(self.quarantine, batch_id)
+        storage.write_bytes(storage.join(folder, "validation.json"), json.dumps(report, indent=2).encode())
+        target = storage.join(folder, storage.basename(record.uri))
+        if record.status is not BatchStatus.QUARANTINED:
+            storage.move(record.uri, target)
+        summary = {k: v for k, v in report.items() if k != "report"}
+        return self._save(
+            replace(
+                record,
+                uri=target,
+                status=BatchStatus.QUARANTINED,
+                validated_at=_now(),
+                validation={**summary, "report_uri": storage.join(folder, "validation.json")},
+            )
+        )
+
+    # -- training data ------------------------------------------------------------------------------------
+    def window(self, cutoff: datetime, batches: int) -> list[BatchRecord]:
+        """The newest ``batches`` accepted batches whose period ended by ``cutoff``, oldest first."""
+        cutoff = _parse_ts(cutoff)
+        accepted = [r for r in self.all() if r.status is BatchStatus.ACCEPTED and r.period_end_ts <= cutoff]
+        return accepted[-batches:]
+
+    def load(self, records: list[BatchRecord]) -> pd.DataFrame:
+        """Read batches into one DataFrame, checking each file still has its recorded hash.
+
+        Raises:
+            CatalogError: A file changed since it landed, or there is nothing to read.
+        """
+        import pandas as pd
+
+        if not records:
+            raise CatalogError("no batches to load")
+        frames = []
+        for record in records:
+            data = storage.read_bytes(record.uri)
+            if storage.sha256_bytes(data) != record.sha256:
+                raise CatalogError(
+                    f"batch {record.batch_id} at {record.uri} changed since it landed "
+                    f"(sha256 {storage.sha256_bytes(data)[:12]}…, recorded {record.sha256[:12]}…)"
+                )
+            frames.append(_read_frame(data, record.uri))
+        frame = pd.concat(frames, ignore_index=True)
+        ts_col = self.config.schema_.timestamp
+        frame[ts_col] = _to_utc(frame[ts_col])
+        return frame
+
+
+def _read_frame(data: bytes, uri: str) -> pd.DataFrame:
+    import io
+
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as error:
+        raise CatalogError(f"batch {uri} is not a readable Parquet file: {error}") from error
+    if frame.empty:
+        raise CatalogError(f"batch {uri} has no rows")
+    return frame
+
+
+def _to_utc(series: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(series, utc=True, errors="coerce")

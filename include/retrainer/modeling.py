@@ -1,0 +1,207 @@
+"""Pure modelling functions: the training pipeline, the holdout split and the metrics.
+
+The preprocessing is part of the fitted pipeline, so the model logged to MLflow serves with exactly the code
+it was trained with, and it holds only scikit-learn and estimator objects (no platform code is needed to load
+it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from retrainer.config import Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from retrainer.config import ProjectConfig
+
+
+class ModelingError(ValueError):
+    """The data or the estimator settings cannot produce a model."""
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """The rows a cycle trains on and the newest rows it holds out for evaluation."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    holdout_start: str
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return f"{len(self.train)} training rows, {len(self.holdout)} held-out rows from {self.holdout_start}"
+
+
+def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, pd.Series]:
+    """Select the features and target, with stable dtypes; rows without a target are dropped.
+
+    Numeric features become float64 (a missing value stays NaN), categorical ones strings (missing stays
+    None), so that training, the MLflow signature and serving agree on types.
+
+    Returns:
+        The feature frame and the target series.
+
+    Raises:
+        ModelingError: A feature or the target is missing, or no row has a target.
+    """
+    import pandas as pd
+
+    target = config.schema_.target
+    missing = [c for c in [*config.features, target] if c not in frame.columns]
+    if missing:
+        raise ModelingError(f"columns missing from the data: {missing}")
+    labelled = frame[frame[target].notna()]
+    if labelled.empty:
+        raise ModelingError(f"no row has a value for the target {target!r}")
+    features = pd.DataFrame(index=labelled.index)
+    for column in config.numeric_features:
+        features[column] = pd.to_numeric(labelled[column], errors="coerce").astype("float64")
+    for column in config.categorical_features:
+        values = labelled[column]
+        features[column] = (
+            values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+        )
+    y = labelled[target]
+    if config.task is Task.BINARY_CLASSIFICATION:
+        labels = set(pd.unique(y))
+        if not labels <= {0, 1}:
+            raise ModelingError(
+                f"target {target!r} of a binary task must be 0/1 or boolean, found {sorted(labels)[:5]}"
+            )
+        y = y.astype("int64")
+    else:
+        y = pd.to_numeric(y, errors="raise").astype("float64")
+    return features.reset_index(drop=True), y.reset_index(drop=True)
+
+
+def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str | None = None) -> HoldoutSplit:
+    """Hold out the newest rows of a window by timestamp.
+
+    Args:
+        frame: The window's rows.
+        config: The project (timestamp column, holdout fraction and minimum rows).
+        holdout_start: Reuse a split point recorded earlier (ISO timestamp) instead of computing it.
+
+    Raises:
+        ModelingError: Either side would have fewer rows than ``holdout.min_rows``.
+    """
+    import pandas as pd
+
+    ts = pd.to_datetime(frame[config.schema_.timestamp], utc=True)
+    if holdout_start is None:
+        split_at = ts.quantile(1 - config.holdout.fraction, interpolation="higher")
+    else:
+        split_at = pd.Timestamp(holdout_start)
+    is_holdout = ts >= split_at
+    train, holdout = frame[~is_holdout], frame[is_holdout]
+    minimum = config.holdout.min_rows
+    if len(train) < minimum or len(holdout) < minimum:
+        raise ModelingError(
+            f"window too small: {len(train)} training and {len(holdout)} held-out rows "
+            f"(holdout.min_rows is {minimum})"
+        )
+    return HoldoutSplit(train.reset_index(drop=True), holdout.reset_index(drop=True), split_at.isoformat())
+
+
+def _import(path: str) -> type:
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ModelingError(f"estimator class {path!r} cannot be imported: {error}") from None
+
+
+def make_estimator(config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Any:
+    """Instantiate the configured estimator with its parameters and seed.
+
+    Raises:
+        ModelingError: The class cannot be imported or rejects a parameter.
+    """
+    cls = _import(config.estimator_class)
+    params = {**config.estimator.params, **(overrides or {})}
+    accepted = inspect.signature(cls.__init__).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    if "random_state" in accepted or takes_kwargs:
+        params.setdefault("random_state", config.estimator.seed)
+    try:
+        return cls(**params)
+    except TypeError as error:
+        raise ModelingError(f"estimator {config.estimator_class} rejects its params: {error}") from None
+
+
+def build_pipeline(config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Preprocessing (impute, one-hot encode) and the estimator, as one scikit-learn pipeline."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    transformers = []
+    if config.numeric_features:
+        transformers.append(
+            ("numeric", SimpleImputer(strategy="median", keep_empty_features=True), config.numeric_features)
+        )
+    if config.categorical_features:
+        categorical = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value="__missing__"),
+            OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
+        )
+        transformers.append(("categorical", categorical, config.categorical_features))
+    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", preprocess), ("estimator", make_estimator(config, overrides))])
+
+
+def fit(train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Fit the pipeline on the training rows."""
+    features, target = prepare(train, config)
+    pipeline = build_pipeline(config, overrides)
+    pipeline.fit(features, target)
+    return pipeline
+
+
+def predict_for_metric(model: Any, features: pd.DataFrame, task: Task) -> Any:
+    """Predictions in the form the metrics need: values for regression, P(class 1) for classification."""
+    if task is Task.BINARY_CLASSIFICATION and hasattr(model, "predict_proba"):
+        return model.predict_proba(features)[:, 1]
+    return model.predict(features)
+
+
+def compute_metrics(y_true: Any, y_pred: Any, task: Task) -> dict[str, float]:
+    """Every metric of the task, so the primary one can be chosen freely in configuration.
+
+    For classification ``y_pred`` is the probability of class 1.
+    """
+    import numpy as np
+    from sklearn import metrics
+
+    y_pred = np.asarray(y_pred, dtype="float64")
+    if task is Task.REGRESSION:
+        results = {
+            "rmse": math.sqrt(metrics.mean_squared_error(y_true, y_pred)),
+            "mae": metrics.mean_absolute_error(y_true, y_pred),
+            "r2": metrics.r2_score(y_true, y_pred),
+        }
+    else:
+        labels = (y_pred >= 0.5).astype(int)
+        results = {
+            "log_loss": metrics.log_loss(y_true, np.clip(y_pred, 1e-15, 1 - 1e-15), labels=[0, 1]),
+            "accuracy": metrics.accuracy_score(y_true, labels),
+            "f1": metrics.f1_score(y_true, labels, zero_division=0),
+        }
+        if len(set(np.asarray(y_true).tolist())) == 2:
+            results["roc_auc"] = metrics.roc_auc_score(y_true, y_pred)
+    # Non-finite values cannot travel through XCom or JSON.
+    return {name: float(value) for name, value in results.items() if math.isfinite(value)}
+
+
+def score(model: Any, frame: pd.DataFrame, config: ProjectConfig) -> dict[str, float]:
+    """Metrics of a fitted model (pipeline or MLflow-loaded model) on labelled rows."""
+    features, target = prepare(frame, config)
+    return compute_metrics(target, predict_for_metric(model, features, config.task), config.task)
