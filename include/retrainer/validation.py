@@ -1,0 +1,441 @@
+"""Validate one batch against a Great Expectations suite kept in the repository.
+
+The checked-in File Data Context lives in the top-level ``great_expectations/`` folder: its configuration
+(``great_expectations.yml``), the expectation suites (``expectations/<suite>.json``) and, per suite, one
+validation definition and one checkpoint. Those are created once, on the first validation of a suite, and only
+read afterwards, so they can be committed. Everything a run writes (validation results, Data Docs, a lock
+file) goes to ``great_expectations/uncommitted/``, which is git-ignored.
+
+A batch that fails its expectations is not an error: :func:`validate_frame` returns an outcome with
+``success=False`` that lists the failed expectations, and the caller decides (fails closed). Broken setups
+(a missing or unreadable suite, a missing context) raise.
+
+Great Expectations is imported lazily inside the functions: it takes seconds to import and must stay out of
+Airflow DAG parsing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.checkpoint import Checkpoint
+    from great_expectations.core import ValidationDefinition
+    from great_expectations.data_context import FileDataContext
+
+logger = logging.getLogger(__name__)
+
+GX_ROOT_ENV = "RETRAINER_GX_ROOT"
+DATASOURCE_NAME = "retrainer_pandas"
+DATA_DOCS_SITE = "local_site"
+_PARTIAL_LIST_LIMIT = 10
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RUN_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# JSON-safe parts of an expectation's ``result`` kept in FailedExpectation.observed.
+_OBSERVED_KEYS = (
+    "observed_value",
+    "element_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "missing_count",
+    "missing_percent",
+    "partial_unexpected_list",
+    "details",
+)
+
+
+class SuiteNotFoundError(ValueError):
+    """The expectation suite named by a project does not exist in the data context."""
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    """One expectation a batch did not meet.
+
+    Attributes:
+        expectation_type: Snake-case name, e.g. ``expect_column_values_to_not_be_null``.
+        column: The column the expectation is about, or None for table-level expectations.
+        kwargs: The expectation's arguments (JSON-safe).
+        observed: The JSON-safe part of its result: ``unexpected_count``, ``unexpected_percent``,
+            ``observed_value``, ``partial_unexpected_list`` (at most 10 values), ``details``, and
+            ``exception_message`` when the expectation could not be evaluated (e.g. a missing column).
+    """
+
+    expectation_type: str
+    column: str | None
+    kwargs: dict[str, Any]
+    observed: dict[str, Any]
+
+    def describe(self) -> str:
+        """One short human-readable line.
+
+        Returns:
+            E.g. ``"expect_column_values_to_not_be_null(arr_delay): 12.0% unexpected"``.
+        """
+        name = f"{self.expectation_type}({self.column})" if self.column else self.expectation_type
+        return f"{name}: {self._what()}"
+
+    def _what(self) -> str:
+        observed = self.observed
+        if observed.get("missing_column"):
+            return "column not found"
+        if "exception_message" in observed:
+            return f"error: {_shorten(str(observed['exception_message']))}"
+        mismatched = (observed.get("details") or {}).get("mismatched")
+        if isinstance(mismatched, dict) and mismatched.get("missing"):
+            return f"missing {', '.join(map(str, mismatched['missing']))}"
+        percent = observed.get("unexpected_percent")
+        if isinstance(percent, int | float) and not math.isnan(percent):
+            return f"{percent:.1f}% unexpected"
+        if "observed_value" in observed:
+            return f"observed {_shorten(repr(observed['observed_value']))}"
+        return "failed"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """The result of validating one batch against one suite.
+
+    Attributes:
+        batch_id: Identifier of the batch (e.g. its period ``2013-01-07``).
+        suite: Name of the expectation suite.
+        success: Whether every expectation passed.
+        evaluated: How many expectations were evaluated.
+        failed: The expectations that did not pass, in suite order.
+        report: The full validation result, JSON-serialisable.
+        data_docs: URI of the Data Docs index when Data Docs were built, else None.
+    """
+
+    batch_id: str
+    suite: str
+    success: bool
+    evaluated: int
+    failed: list[FailedExpectation] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    data_docs: str | None = None
+
+    def summary_line(self) -> str:
+        """One line for logs and notifications.
+
+        Returns:
+            E.g. ``"batch 2013-01-07 passed 14/14 expectations of suite flights_arr_delay"`` or
+            ``"batch 2013-01-07 FAILED 2/14 expectations of suite flights_arr_delay: <describe>; <describe>"``.
+        """
+        if self.success:
+            return (
+                f"batch {self.batch_id} passed {self.evaluated}/{self.evaluated} expectations "
+                f"of suite {self.suite}"
+            )
+        details = "; ".join(failure.describe() for failure in self.failed)
+        return (
+            f"batch {self.batch_id} FAILED {len(self.failed)}/{self.evaluated} expectations "
+            f"of suite {self.suite}: {details}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe mapping of the outcome (the failed expectations as plain mappings).
+
+        Returns:
+            The outcome as a dict that ``json.dumps`` accepts.
+        """
+        return {
+            "batch_id": self.batch_id,
+            "suite": self.suite,
+            "success": self.success,
+            "evaluated": self.evaluated,
+            "failed": [
+                {
+                    "expectation_type": failure.expectation_type,
+                    "column": failure.column,
+                    "kwargs": failure.kwargs,
+                    "observed": failure.observed,
+                    "description": failure.describe(),
+                }
+                for failure in self.failed
+            ],
+            "summary": self.summary_line(),
+            "report": self.report,
+            "data_docs": self.data_docs,
+        }
+
+
+def default_context_root() -> Path:
+    """Folder of the File Data Context.
+
+    Returns:
+        ``$RETRAINER_GX_ROOT`` when set, else the repository's ``great_expectations/`` folder.
+    """
+    override = os.environ.get(GX_ROOT_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[2] / "great_expectations"
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    suite_name: str,
+    batch_id: str,
+    context_root: Path | None = None,
+    build_docs: bool = True,
+) -> ValidationOutcome:
+    """Validate a DataFrame against an expectation suite of the File Data Context.
+
+    The pandas datasource, the suite's dataframe asset and batch definition, its validation definition and
+    its checkpoint are looked up by stable names and created only when missing (see :func:`gx_names`).
+
+    Args:
+        df: The batch.
+        suite_name: Name of a suite stored as ``expectations/<suite_name>.json`` in the context.
+        batch_id: Identifier of the batch; also the GX run name of the validation.
+        context_root: Folder of the File Data Context; defaults to :func:`default_context_root`.
+        build_docs: Run the checkpoint with its ``UpdateDataDocsAction``; when False the validation
+            definition is run directly and no Data Docs are written.
+
+    Returns:
+        The outcome; ``success`` is False when any expectation failed.
+
+    Raises:
+        SuiteNotFoundError: The suite does not exist in the context.
+        FileNotFoundError: ``context_root`` holds no ``great_expectations.yml``.
+        ValueError: ``suite_name`` is not a valid suite name.
+    """
+    root = Path(context_root) if context_root is not None else default_context_root()
+    _check_suite_name(suite_name)
+    if not (root / "great_expectations.yml").is_file():
+        raise FileNotFoundError(f"no Great Expectations File Data Context at {root} (great_expectations.yml)")
+    suite_file = root / "expectations" / f"{suite_name}.json"
+    if not suite_file.is_file():
+        raise SuiteNotFoundError(_missing_suite_message(suite_name, root))
+
+    gx = _import_gx()
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    run_id = RunIdentifier(run_name=_run_name(batch_id), run_time=datetime.now(UTC))
+    with _context_lock(root):
+        context = gx.get_context(mode="file", context_root_dir=str(root))
+        validation_definition, checkpoint = _ensure_objects(context, suite_name)
+        if build_docs:
+            checkpoint_result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
+            (result,) = checkpoint_result.run_results.values()
+        else:
+            result = validation_definition.run(
+                batch_parameters={"dataframe": df}, result_format=checkpoint.result_format, run_id=run_id
+            )
+        docs = _docs_index(context) if build_docs else None
+    order = [expectation.id for expectation in validation_definition.suite.expectations]
+    outcome = _outcome(
+        result, suite_name=suite_name, batch_id=batch_id, data_docs=docs, order=order, columns=set(df.columns)
+    )
+    (logger.info if outcome.success else logger.warning)("%s", outcome.summary_line())
+    return outcome
+
+
+def gx_names(suite_name: str) -> dict[str, str]:
+    """Names of the GX objects that validate a suite.
+
+    Args:
+        suite_name: Name of the expectation suite.
+
+    Returns:
+        A mapping with keys ``datasource``, ``asset``, ``batch_definition``, ``validation_definition`` and
+        ``checkpoint``.
+    """
+    return {
+        "datasource": DATASOURCE_NAME,
+        "asset": f"{suite_name}_batches",
+        "batch_definition": f"{suite_name}_whole_batch",
+        "validation_definition": f"{suite_name}_validation",
+        "checkpoint": f"{suite_name}_checkpoint",
+    }
+
+
+def _import_gx() -> Any:
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+
+    return gx
+
+
+def _check_suite_name(suite_name: str) -> None:
+    if not _SUITE_NAME.match(suite_name):
+        raise ValueError(
+            f"invalid expectation suite name {suite_name!r}: use letters, digits, '_', '.' and '-' only"
+        )
+
+
+def _missing_suite_message(suite_name: str, root: Path) -> str:
+    folder = root / "expectations"
+    available = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    return (
+        f"expectation suite {suite_name!r} not found in {folder} "
+        f"(expected {suite_name}.json; available: {', '.join(available) or 'none'})"
+    )
+
+
+@contextlib.contextmanager
+def _context_lock(root: Path) -> Iterator[None]:
+    """Serialise the use of one File Data Context across processes (an exclusive ``flock``).
+
+    Without it two processes validating new suites at the same time could each rewrite
+    ``great_expectations.yml`` from a stale copy and lose the other's asset, and concurrent Data Docs builds
+    could interleave their writes of ``index.html``. A validation takes about a second, so waiting is cheap.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_dir = root / "uncommitted"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "retrainer.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_objects(context: FileDataContext, suite_name: str) -> tuple[ValidationDefinition, Checkpoint]:
+    """Get the suite's datasource, asset, batch definition, validation definition and checkpoint.
+
+    Each object is created (and persisted) only when it does not exist yet.
+    """
+    from great_expectations.exceptions import DataContextError
+
+    import great_expectations as gx
+
+    names = gx_names(suite_name)
+    try:
+        suite = context.suites.get(suite_name)
+    except DataContextError as error:
+        raise SuiteNotFoundError(_missing_suite_message(suite_name, Path(context.root_directory))) from error
+    if suite.id is None:
+        # A hand-written suite file without ids: GX cannot reference it from a validation definition.
+        logger.warning("assigning GX ids to expectation suite %s; commit the updated suite file", suite_name)
+        suite = context.suites.add_or_update(suite)
+
+    datasources = context.data_sources.all()
+    if names["datasource"] in datasources:
+        datasource = datasources[names["datasource"]]
+    else:
+        logger.info("creating GX pandas datasource %s", names["datasource"])
+        datasource = context.data_sources.add_pandas(name=names["datasource"])
+
+    try:
+        asset = datasource.get_asset(names["asset"])
+    except LookupError:
+        logger.info("creating GX dataframe asset %s", names["asset"])
+        asset = datasource.add_dataframe_asset(name=names["asset"])
+
+    try:
+        batch_definition = asset.get_batch_definition(names["batch_definition"])
+    except KeyError:
+        logger.info("creating GX batch definition %s", names["batch_definition"])
+        batch_definition = asset.add_batch_definition_whole_dataframe(names["batch_definition"])
+
+    try:
+        validation_definition = context.validation_definitions.get(names["validation_definition"])
+    except DataContextError:
+        logger.info("creating GX validation definition %s", names["validation_definition"])
+        validation_definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=names["validation_definition"], data=batch_definition, suite=suite)
+        )
+
+    try:
+        checkpoint = context.checkpoints.get(names["checkpoint"])
+    except DataContextError:
+        logger.info("creating GX checkpoint %s", names["checkpoint"])
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=names["checkpoint"],
+                validation_definitions=[validation_definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_LIST_LIMIT},
+            )
+        )
+    return validation_definition, checkpoint
+
+
+def _run_name(batch_id: str) -> str:
+    """GX stores results under ``validations/<suite>/<run name>/``: keep the name one safe path segment."""
+    return _RUN_NAME_UNSAFE.sub("_", batch_id).strip("._") or "batch"
+
+
+def _docs_index(context: FileDataContext) -> str | None:
+    sites = context.get_docs_sites_urls(site_name=DATA_DOCS_SITE, only_if_exists=True)
+    urls = [site["site_url"] for site in sites if site.get("site_url")]
+    return urls[0] if urls else None
+
+
+def _outcome(
+    result: Any,
+    suite_name: str,
+    batch_id: str,
+    data_docs: str | None,
+    order: list[str | None],
+    columns: set[Any],
+) -> ValidationOutcome:
+    """Turn a GX suite validation result into a ValidationOutcome, failures in suite order."""
+    position = {expectation_id: index for index, expectation_id in enumerate(order) if expectation_id}
+    failed_items = [item for item in result.results if not item.success]
+    failed_items.sort(key=lambda item: position.get(item.expectation_config.id, len(position)))
+    return ValidationOutcome(
+        batch_id=batch_id,
+        suite=suite_name,
+        success=bool(result.success),
+        evaluated=len(result.results),
+        failed=[_failed_expectation(item, columns) for item in failed_items],
+        report=result.to_json_dict(),
+        data_docs=data_docs,
+    )
+
+
+def _failed_expectation(item: Any, columns: set[Any]) -> FailedExpectation:
+    payload = item.to_json_dict()
+    config = payload.get("expectation_config") or {}
+    kwargs = {k: v for k, v in (config.get("kwargs") or {}).items() if k != "batch_id"}
+    result = payload.get("result") or {}
+    observed = {key: result[key] for key in _OBSERVED_KEYS if key in result}
+    if isinstance(observed.get("partial_unexpected_list"), list):
+        observed["partial_unexpected_list"] = observed["partial_unexpected_list"][:_PARTIAL_LIST_LIMIT]
+    message = _exception_message(payload.get("exception_info") or {})
+    if message is not None:
+        observed["exception_message"] = message
+    column = kwargs.get("column")
+    column = column if isinstance(column, str) else None
+    if column is not None and column not in columns:
+        observed["missing_column"] = True
+    return FailedExpectation(
+        expectation_type=str(config.get("type")),
+        column=column,
+        kwargs=kwargs,
+        observed=observed,
+    )
+
+
+def _exception_message(info: dict[str, Any]) -> str | None:
+    """The first error message of an ``exception_info``.
+
+    GX reports either one flat ``{"raised_exception": ..., "exception_message": ...}`` or one such mapping per
+    failed metric, keyed by the metric's id (and ``raised_exception`` may be the string ``"True"``).
+    """
+    candidates = [info, *(value for value in info.values() if isinstance(value, dict))]
+    for candidate in candidates:
+        if str(candidate.get("raised_exception")).lower() == "true":
+            return str(candidate.get("exception_message") or "unknown error")
+    return None
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
