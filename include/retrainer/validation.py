@@ -310,9 +310,8 @@ def _ensure_objects(context: FileDataContext, suite_name: str) -> tuple[Validati
 
     Each object is created (and persisted) only when it does not exist yet.
     """
-    from great_expectations.exceptions import DataContextError
-
     import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
 
     names = gx_names(suite_name)
     try:
