@@ -37,7 +37,7 @@ lock: install ## Re-resolve requirements*.in into the pinned locks
 run: install ## Start Airflow + MLflow, replay the demo weeks through the scheduler, print the cycle table
 	$(BIN)/retrainer stack up
 	$(BIN)/retrainer demo land --config $(CONFIG) --weeks $(WEEKS) --corrupt-week $(CORRUPT_WEEK)
-	$(BIN)/retrainer demo replay --config $(CONFIG) --weeks $(WEEKS)
+	$(BIN)/retrainer demo replay --config $(CONFIG)
 	$(BIN)/retrainer report --config $(CONFIG)
 	$(BIN)/retrainer stack status
 

@@ -27,7 +27,7 @@ DOC = """
 
 {description}
 
-Every run covers the week that ended at its cutoff (the run's data interval end, or the `cutoff` param):
+Every run processes the batches whose period ended by its cutoff (the cron tick, or the `cutoff` param):
 
 1. **ingest** registers batches that landed in `{root}/landing` (content hash, rows, period).
 2. **validate** checks each new batch against the Great Expectations suite `{suite}`. A failing batch is
@@ -89,7 +89,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     @dag(
         dag_id=f"retrain_{project.name}",
         description=f"Weekly retraining of {project.model_name}: validate, drift, train, evaluate, promote",
-        schedule=CronTriggerTimetable(project.schedule.cron, timezone="UTC", interval=timedelta(weeks=1)),
+        schedule=CronTriggerTimetable(project.schedule.cron, timezone="UTC"),
         start_date=project.schedule.start_date,
         end_date=project.schedule.end_date,
         catchup=project.schedule.catchup,
@@ -264,12 +264,19 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             )
             return {"cycle_id": outcome["cycle_id"]}
 
+        @task(trigger_rule="one_failed", retries=0)
+        def watcher() -> None:
+            """Fails the run when any step failed (``record`` always succeeds, so it cannot tell)."""
+            raise AirflowFailException("a step of this cycle failed: see the failed task's log")
+
         ingested = ingest()
         validated = validate(ingested)
         trained = train(validated)
         evaluation = evaluate(trained)
         decided = promote(trained, evaluation)
-        [drift(validated), decided] >> record()
+        drifted = drift(validated)
+        [drifted, decided] >> record()
+        [ingested, validated, drifted, trained, evaluation, decided] >> watcher()
 
     return retrain()
 

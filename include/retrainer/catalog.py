@@ -125,11 +125,25 @@ class Catalog:
     def land(self, batch_id: str, frame: pd.DataFrame) -> str:
         """Write a new batch into the landing zone (what an upstream producer does).
 
+        Landing the same content again is a no-op, even after the batch was validated or quarantined.
+
+        Returns:
+            Where the batch is now (its landing URI, or its quarantine URI if it was quarantined).
+
         Raises:
             storage.StorageError: A batch with that id already landed with other content.
         """
+        data = storage.parquet_bytes(frame)
+        if storage.exists(self._record_uri(batch_id)):
+            record = self.get(batch_id)
+            if record.sha256 != storage.sha256_bytes(data):
+                raise storage.StorageError(
+                    f"batch {batch_id} already landed ({record.status.value}) with other content; batches are "
+                    "immutable: land the correction under a new batch id"
+                )
+            return record.uri
         uri = storage.join(self.landing, f"{batch_id}.parquet")
-        storage.write_bytes(uri, storage.parquet_bytes(frame), overwrite=False)
+        storage.write_bytes(uri, data, overwrite=False)
         return uri
 
     def register_new(self) -> list[BatchRecord]:

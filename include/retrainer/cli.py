@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from retrainer.stack import cli as stack_cli
+
 app = typer.Typer(
     help="Keep a production model fresh: validate batches, detect drift, retrain, promote only a better model.",
     no_args_is_help=True,
@@ -28,10 +30,13 @@ stack_app = typer.Typer(
     help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow.", no_args_is_help=True
 )
 app.add_typer(demo_app, name="demo")
-app.add_typer(stack_app, name="stack")
+app.add_typer(
+    stack_cli, name="stack", help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow."
+)
 
 console = Console(stderr=True)
-out = Console()
+# Wide enough for the cycle table when stdout is not a terminal (rich then assumes 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Project YAML file.", envvar="RETRAINER_CONFIG", show_default=False)
@@ -84,7 +89,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for noisy in ("great_expectations", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command("check-config")
@@ -266,38 +272,38 @@ def demo_land(
     _emit({"landed": uris})
 
 
-@stack_app.command("up")
-def stack_up() -> None:
-    """Start Airflow and MLflow (idempotent) and print where they are."""
-    from retrainer import stack
+@demo_app.command("replay")
+def demo_replay(
+    config: ConfigOption,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for all weekly runs.")] = 3600,
+) -> None:
+    """Let the Airflow scheduler replay the project's weekly ticks (the stack must be up); wait for them."""
+    from retrainer import replay, stack
+    from retrainer.airflow_api import AirflowApiError, AirflowClient
+
+    project = _load(config)
+    settings = stack.StackSettings.from_env()
+    status = stack.stack_status(settings)
+    if not status.healthy:
+        _fail("the local stack is not running or not healthy: start it with `retrainer stack up` (or `make up`)")
+    try:
+        ticks = replay.scheduled_ticks(project)
+    except ValueError as error:
+        _fail(str(error))
+    console.print(
+        f"Unpausing {replay.dag_id_of(project)}: the scheduler replays {len(ticks)} weekly runs "
+        f"({ticks[0]:%Y-%m-%d} to {ticks[-1]:%Y-%m-%d}), one at a time. Watch them at {status.airflow_url}"
+    )
+
+    def _progress(run: dict[str, Any]) -> None:
+        colour = "green" if run.get("state") == "success" else "red"
+        console.print(f"  {run['dag_run_id']}: [{colour}]{run.get('state')}[/]")
 
     try:
-        status = stack.start_stack(stack.StackSettings.from_env())
-    except (RuntimeError, OSError) as error:
+        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+            replay.replay(client, project, timeout=timeout, on_run=_progress)
+    except (AirflowApiError, TimeoutError) as error:
         _fail(str(error))
-    _print_status(status)
-
-
-@stack_app.command("down")
-def stack_down() -> None:
-    """Stop everything the stack started."""
-    from retrainer import stack
-
-    stopped = stack.stop_stack(stack.StackSettings.from_env())
-    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-
-
-@stack_app.command("status")
-def stack_status() -> None:
-    """Show URLs, health and credentials of the stack."""
-    from retrainer import stack
-
-    _print_status(stack.stack_status(stack.StackSettings.from_env()))
-
-
-def _print_status(status: Any) -> None:
-    describe = getattr(status, "describe", None)
-    out.print(describe() if callable(describe) else status)
 
 
 def main() -> None:

@@ -173,9 +173,7 @@ def validate(
             rejected.append(batch_id)
     if rejected:
         lines = "; ".join(summaries[b] for b in rejected)
-        raise BatchRejectedError(
-            f"{len(rejected)} of {len(batch_ids)} batches quarantined, cycle stopped before training: {lines}"
-        )
+        raise BatchRejectedError(f"quarantined {', '.join(rejected)}, nothing trained: {lines}")
     return {"accepted": accepted, "summaries": summaries}
 
 
@@ -552,7 +550,7 @@ def cycle_table(config: ProjectConfig) -> list[dict[str, Any]]:
                 else (f"dry run: {decision.get('verdict')}")
             )
         elif record.get("error"):
-            outcome = f"stopped: {record['error']}"
+            outcome = f"stopped: {record['error'].split(':')[0]}"
         else:
             outcome = "not run"
         rows.append(

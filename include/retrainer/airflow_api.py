@@ -1,0 +1,402 @@
+"""A small typed client of the Airflow 3 REST API (``/api/v2``), without importing Airflow.
+
+It logs in with ``POST /auth/token`` (the simple auth manager's user and password) and sends the token as a
+bearer token; when the token expires (HTTP 401) it logs in again once.
+
+Example:
+    >>> client = AirflowClient("http://127.0.0.1:8080", "admin", password)  # doctest: +SKIP
+    >>> client.wait_until_dag_parsed("retrain", timeout=120)  # doctest: +SKIP
+    >>> client.unpause("retrain")  # doctest: +SKIP
+    >>> run_id = client.trigger("retrain", conf={"project": "flights"})  # doctest: +SKIP
+    >>> client.wait_for_dag_runs("retrain", count=1, timeout=600)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from typing import Any, Literal
+
+import httpx
+
+TERMINAL_STATES = frozenset({"success", "failed"})
+_PAGE = 100  # Airflow's default [api] maximum_page_limit
+
+
+class AirflowApiError(RuntimeError):
+    """An Airflow API call failed or a wait ran out of time.
+
+    Attributes:
+        status_code: HTTP status of the failed call, None for a timeout or a connection error.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _iso(value: str | date | datetime) -> str:
+    """An ISO 8601 timestamp with a time zone (Airflow rejects naive ones); dates become midnight UTC."""
+    if isinstance(value, datetime):
+        return value.isoformat() if value.tzinfo else value.isoformat() + "Z"
+    if isinstance(value, date):
+        return f"{value.isoformat()}T00:00:00Z"
+    text = value.strip()
+    if len(text) == 10:  # YYYY-MM-DD
+        return f"{text}T00:00:00Z"
+    return text
+
+
+def _sort_key(run: dict[str, Any]) -> str:
+    return run.get("logical_date") or run.get("run_after") or ""
+
+
+class AirflowClient:
+    """Client of one Airflow API server.
+
+    Args:
+        base_url: Server URL without the ``/api/v2`` suffix, e.g. ``http://127.0.0.1:8080``.
+        username: User of the simple auth manager.
+        password: That user's password.
+        timeout: Seconds per HTTP request.
+        poll_interval: Seconds between polls of the ``wait_*`` methods.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self.poll_interval = poll_interval
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        """Close the underlying HTTP connections."""
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Transport
+
+    def _login(self) -> str:
+        try:
+            response = self._http.post("/auth/token", json={"username": self.username, "password": self._password})
+        except httpx.HTTPError as error:
+            raise AirflowApiError(f"cannot reach Airflow at {self.base_url}: {error}") from error
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(
+                f"login as {self.username!r} at {self.base_url}/auth/token failed: "
+                f"HTTP {response.status_code} {response.text}",
+                response.status_code,
+            )
+        token = response.json().get("access_token")
+        if not token:
+            raise AirflowApiError(f"login at {self.base_url}/auth/token returned no access_token")
+        self._token = token
+        return token
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        token = self._token or self._login()
+        for attempt in range(2):
+            try:
+                response = self._http.request(
+                    method, path, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as error:
+                raise AirflowApiError(f"{method} {self.base_url}{path} failed: {error}") from error
+            if response.status_code == 401 and attempt == 0:
+                token = self._login()
+                continue
+            if response.status_code not in ok:
+                raise AirflowApiError(
+                    f"{method} {self.base_url}{path} answered HTTP {response.status_code}: {response.text}",
+                    response.status_code,
+                )
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._request("GET", path, params=params).json()
+
+    def _paged(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._get_json(path, {**(params or {}), "limit": _PAGE, "offset": len(items)})
+            batch = list(page.get(key) or [])
+            items.extend(batch)
+            total = page.get("total_entries")
+            if not batch or (total is not None and len(items) >= total):
+                return items
+
+    # ----------------------------------------------------------------------------------------------------------
+    # DAGs
+
+    def health(self) -> dict[str, Any]:
+        """The body of ``GET /api/v2/monitor/health`` (needs no login)."""
+        try:
+            response = self._http.get("/api/v2/monitor/health")
+        except httpx.HTTPError as error:
+            raise AirflowApiError(f"cannot reach Airflow at {self.base_url}: {error}") from error
+        if response.status_code != 200:
+            raise AirflowApiError(
+                f"GET /api/v2/monitor/health answered HTTP {response.status_code}: {response.text}",
+                response.status_code,
+            )
+        return response.json()
+
+    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG's record, or None when the DAG processor has not stored it (yet).
+
+        Args:
+            dag_id: DAG id.
+
+        Returns:
+            The ``GET /api/v2/dags/{dag_id}`` body, or None on HTTP 404.
+        """
+        response = self._request("GET", f"/api/v2/dags/{dag_id}", ok=(200, 404))
+        return response.json() if response.status_code == 200 else None
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        """Current DAG import errors: dicts with ``filename``, ``stack_trace``, ``timestamp``."""
+        return self._paged("/api/v2/importErrors", "import_errors")
+
+    def wait_until_dag_parsed(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until the DAG processor has parsed and stored the DAG.
+
+        Args:
+            dag_id: DAG id.
+            timeout: Seconds to wait.
+
+        Returns:
+            The DAG's record.
+
+        Raises:
+            AirflowApiError: The DAG did not appear in time; the message lists the current import errors.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            dag = self.get_dag(dag_id)
+            if dag is not None:
+                return dag
+            if time.monotonic() > deadline:
+                errors = self.import_errors()
+                details = (
+                    "\n".join(f"--- {e.get('filename')}:\n{e.get('stack_trace', '').strip()}" for e in errors)
+                    if errors
+                    else "no import errors reported"
+                )
+                raise AirflowApiError(f"DAG {dag_id!r} was not parsed within {timeout:.0f} s; {details}")
+            time.sleep(self.poll_interval)
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        """Pause or unpause a DAG.
+
+        Args:
+            dag_id: DAG id.
+            paused: True to pause.
+
+        Returns:
+            The updated DAG record.
+        """
+        return self._request(
+            "PATCH", f"/api/v2/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": paused}
+        ).json()
+
+    def unpause(self, dag_id: str) -> dict[str, Any]:
+        """Unpause a DAG so that the scheduler runs it.
+
+        Args:
+            dag_id: DAG id.
+
+        Returns:
+            The updated DAG record.
+        """
+        return self.set_paused(dag_id, False)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Runs
+
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        logical_date: str | date | datetime | None = None,
+        dag_run_id: str | None = None,
+    ) -> str:
+        """Trigger a DAG run.
+
+        Args:
+            dag_id: DAG id.
+            conf: Run configuration (``dag_run.conf``, overrides params).
+            logical_date: Logical date of the run; None for a run without one (Airflow 3's default for
+                manual runs). Dates and naive datetimes are taken as UTC.
+            dag_run_id: Run id; Airflow generates one when None.
+
+        Returns:
+            The run id.
+        """
+        body: dict[str, Any] = {
+            "logical_date": _iso(logical_date) if logical_date is not None else None,
+            "conf": conf or {},
+        }
+        if dag_run_id:
+            body["dag_run_id"] = dag_run_id
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+
+    def create_backfill(
+        self,
+        dag_id: str,
+        from_date: str | date | datetime,
+        to_date: str | date | datetime,
+        max_active_runs: int = 1,
+        reprocess_behavior: Literal["none", "failed", "completed"] = "none",
+        dag_run_conf: dict[str, Any] | None = None,
+        run_backwards: bool = False,
+    ) -> int:
+        """Create a backfill: one run per schedule interval whose logical date lies in the range.
+
+        The runs are created at once but stay queued while the DAG is paused (Airflow 3.3): unpause it. Unpausing
+        a DAG with ``catchup=False`` also creates one scheduled run for the latest interval; filter the runs by
+        ``run_type="backfill"`` when counting.
+
+        Args:
+            dag_id: DAG id; it needs a time-based schedule.
+            from_date: First logical date (inclusive); dates are taken as midnight UTC.
+            to_date: Last logical date (inclusive).
+            max_active_runs: Runs of the backfill that may run at once.
+            reprocess_behavior: What to do with dates that already have a run: ``none`` (skip them),
+                ``failed`` (rerun failed ones) or ``completed`` (rerun all).
+            dag_run_conf: Configuration of every run.
+            run_backwards: Create the newest run first.
+
+        Returns:
+            The backfill id.
+        """
+        body = {
+            "dag_id": dag_id,
+            "from_date": _iso(from_date),
+            "to_date": _iso(to_date),
+            "run_backwards": run_backwards,
+            "dag_run_conf": dag_run_conf or {},
+            "reprocess_behavior": reprocess_behavior,
+            "max_active_runs": max_active_runs,
+        }
+        return int(self._request("POST", "/api/v2/backfills", json=body).json()["id"])
+
+    def get_backfill(self, backfill_id: int) -> dict[str, Any]:
+        """The backfill's record (``completed_at`` is set once all its runs finished)."""
+        return self._get_json(f"/api/v2/backfills/{backfill_id}")
+
+    def list_dag_runs(self, dag_id: str, run_type: str | None = None) -> list[dict[str, Any]]:
+        """All runs of a DAG, oldest logical date first.
+
+        Args:
+            dag_id: DAG id.
+            run_type: Only runs of this type (``manual``, ``scheduled``, ``backfill``, ``asset_triggered``).
+
+        Returns:
+            Run records (``dag_run_id``, ``state``, ``logical_date``, ``run_type``, ``conf``, ...).
+        """
+        runs = self._paged(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs")
+        if run_type is not None:
+            runs = [run for run in runs if run.get("run_type") == run_type]
+        return sorted(runs, key=_sort_key)
+
+    def get_dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One run's record."""
+        return self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def wait_for_dag_runs(
+        self, dag_id: str, count: int = 1, timeout: float = 600.0, run_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` runs of the DAG have finished (``success`` or ``failed``).
+
+        Args:
+            dag_id: DAG id.
+            count: Number of finished runs to wait for.
+            timeout: Seconds to wait.
+            run_type: Only count runs of this type (e.g. ``backfill``).
+
+        Returns:
+            The finished runs, oldest logical date first.
+
+        Raises:
+            AirflowApiError: Fewer runs finished in time; the message lists the states seen.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.list_dag_runs(dag_id, run_type=run_type)
+            finished = [run for run in runs if run.get("state") in TERMINAL_STATES]
+            if len(finished) >= count:
+                return finished
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{run.get('dag_run_id')}={run.get('state')}" for run in runs) or "no runs"
+                raise AirflowApiError(
+                    f"only {len(finished)} of {count} runs of {dag_id!r} finished "
+                    f"within {timeout:.0f} s ({states})"
+                )
+            time.sleep(self.poll_interval)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Task instances of one run.
+
+        Args:
+            dag_id: DAG id.
+            run_id: Run id.
+
+        Returns:
+            Task instance records (``task_id``, ``state``, ``try_number``, ``start_date``, ...).
+        """
+        return self._paged(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances")
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The value of one XCom (a task's return value by default) as stored: JSON for plain values."""
+        body = self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        return body.get("value")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The text of one task try's log (what the Airflow UI shows)."""
+        body = self._get_json(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+        )
+        content = body.get("content", "")
+        if isinstance(content, list):
+            return "\n".join(item.get("event", "") if isinstance(item, dict) else str(item) for item in content)
+        return str(content)
+
+    def wait_for_dag_run(self, dag_id: str, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait until one run is ``success`` or ``failed`` and return it.
+
+        Raises:
+            AirflowApiError: The run did not finish in time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_dag_run(dag_id, run_id)
+            if run.get("state") in TERMINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"run {run_id} of {dag_id!r} still {run.get('state')} after {timeout:.0f} s")
+            time.sleep(self.poll_interval)

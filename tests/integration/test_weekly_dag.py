@@ -1,0 +1,182 @@
+"""The weekly DAG end to end, through the real Airflow scheduler and a real MLflow server.
+
+A real stack (api-server, scheduler, dag-processor, triggerer, MLflow server) runs on free ports in a temporary
+folder, with the repo's dags/ and plugins/, a project file that points at a temporary data folder, and a copy of
+the Great Expectations context. Real demo weeks are landed (week 4 corrupted), then four manual runs walk
+through the promotion gate:
+
+1. a deliberately weak first model (300 training rows) becomes the champion;
+2. a full candidate beats it and is promoted;
+3. a weak candidate (300 rows) is rejected and the champion stays;
+4. the corrupted week is quarantined with its report, the run fails before training, nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from retrainer import demo, storage
+from retrainer.airflow_api import AirflowClient
+from retrainer.catalog import BatchStatus, Catalog
+from retrainer.config import load_config
+from retrainer.stack import REPO_ROOT, StackStatus, start_stack, stop_stack
+
+from .conftest import temporary_stack
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "it_flights"
+DAG_ID = f"retrain_{PROJECT}"
+MODEL = "it_flights_arr_delay"
+WEEKS = demo.week_starts(demo.DEMO_START, 4)
+CORRUPT_WEEK = 4
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("weekly")
+    raw = yaml.safe_load((REPO_ROOT / "projects" / "flights.yaml").read_text())
+    raw["name"] = PROJECT
+    raw["registered_model"] = MODEL
+    raw["data"]["root_uri"] = str(root / "data")
+    # No scheduled tick falls inside the window: every run here is started by the test.
+    raw["schedule"] = {"cron": "0 3 * * 1", "start_date": "2013-01-08", "end_date": "2013-01-08T01:00:00Z"}
+    projects = root / "projects"
+    projects.mkdir()
+    path = projects / f"{PROJECT}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copytree(REPO_ROOT / "great_expectations", root / "gx", ignore=shutil.ignore_patterns("uncommitted"))
+    demo.land_weeks(load_config(path), WEEKS[0], len(WEEKS), corrupt_weeks=(CORRUPT_WEEK,))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackStatus]:
+    root = project.parent.parent
+    settings = temporary_stack(tmp_path_factory.mktemp("stack"), REPO_ROOT / "dags", REPO_ROOT / "plugins")
+    env = {"RETRAINER_PROJECTS_DIR": str(project.parent), "RETRAINER_GX_ROOT": str(root / "gx")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        try:
+            yield start_stack(settings, timeout=240)
+        finally:
+            stop_stack(settings)
+
+
+@pytest.fixture(scope="module")
+def client(stack: StackStatus) -> Iterator[AirflowClient]:
+    with AirflowClient(stack.airflow_api_url, stack.username, stack.password or "", poll_interval=1.0) as api:
+        api.wait_until_dag_parsed(DAG_ID, timeout=180)
+        api.unpause(DAG_ID)
+        yield api
+
+
+@pytest.fixture(scope="module")
+def registry(stack: StackStatus, monkeypatch_module: pytest.MonkeyPatch) -> Any:
+    from mlflow import MlflowClient
+
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    return MlflowClient(tracking_uri=stack.mlflow_url)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _run_week(client: AirflowClient, week: int, **conf: Any) -> tuple[str, dict[str, Any]]:
+    cutoff = demo.week_cutoff(WEEKS[week - 1]).isoformat()
+    run_id = client.trigger(DAG_ID, conf={"cutoff": cutoff, **conf})
+    started = time.monotonic()
+    run = client.wait_for_dag_run(DAG_ID, run_id, timeout=600)
+    print(f"week {week}: {run['state']} in {time.monotonic() - started:.0f} s")
+    return run_id, run
+
+
+def _tasks(client: AirflowClient, run_id: str) -> dict[str, str]:
+    return {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run_id)}
+
+
+def _champion(registry: Any) -> Any:
+    return registry.get_model_version_by_alias(MODEL, "champion")
+
+
+def test_first_cycle_creates_a_champion(client: AirflowClient, registry: Any) -> None:
+    run_id, run = _run_week(client, 1, max_train_rows=300)
+    assert run["state"] == "success", _tasks(client, run_id)
+    champion = _champion(registry)
+    assert champion.version == "1"
+    assert champion.tags["retrainer.decision"] == "promoted"
+    assert "first model" in champion.tags["retrainer.reason"]
+    decision = client.xcom(DAG_ID, run_id, "promote")
+    assert decision["verdict"] == "promoted" and decision["version"] == "1"
+    candidate_run = registry.get_run(champion.run_id)
+    assert candidate_run.data.tags["retrainer.trigger"] == "manual"
+    assert json.loads(candidate_run.data.tags["retrainer.window"]) == [WEEKS[0].isoformat()]
+
+
+def test_better_candidate_is_promoted(client: AirflowClient, registry: Any) -> None:
+    run_id, run = _run_week(client, 2)
+    assert run["state"] == "success", _tasks(client, run_id)
+    champion = _champion(registry)
+    assert champion.version == "2"
+    assert champion.tags["retrainer.decision"] == "promoted"
+    assert champion.tags["retrainer.previous_champion"] == "1"
+    evaluation = client.xcom(DAG_ID, run_id, "evaluate")
+    assert evaluation["champion_version"] == "1"
+    assert evaluation["candidate"] < evaluation["champion"]  # RMSE: lower is better
+    drift = client.xcom(DAG_ID, run_id, "drift")
+    assert drift["status"] == "computed" and 0 <= drift["share_drifted"] <= 1
+    assert drift["reference_version"] == "1"
+
+
+def test_worse_candidate_is_rejected_and_champion_stays(client: AirflowClient, registry: Any) -> None:
+    run_id, run = _run_week(client, 3, max_train_rows=300)
+    assert run["state"] == "success", _tasks(client, run_id)
+    assert _champion(registry).version == "2"
+    rejected = registry.get_model_version(MODEL, "3")
+    assert rejected.tags["retrainer.decision"] == "rejected"
+    assert "short of the required" in rejected.tags["retrainer.reason"]
+    assert "champion" not in (rejected.aliases or [])
+    artifact = registry.download_artifacts(rejected.run_id, "decision/decision.json")
+    assert json.loads(Path(artifact).read_text())["verdict"] == "rejected"
+
+
+def test_corrupted_batch_is_quarantined_and_nothing_changes(
+    client: AirflowClient, registry: Any, project: Path
+) -> None:
+    versions_before = {v.version for v in registry.search_model_versions(f"name='{MODEL}'")}
+    run_id, run = _run_week(client, CORRUPT_WEEK)
+    assert run["state"] == "failed"
+    tasks = _tasks(client, run_id)
+    assert tasks["validate"] == "failed"
+    assert tasks["train"] == "upstream_failed" and tasks["promote"] == "upstream_failed"
+    assert tasks["record"] == "success"
+    assert tasks["watcher"] == "failed"
+    log = client.task_log(DAG_ID, run_id, "validate")
+    assert "expect_column_values_to_be_in_set(origin)" in log
+
+    assert _champion(registry).version == "2"
+    assert {v.version for v in registry.search_model_versions(f"name='{MODEL}'")} == versions_before
+
+    config = load_config(project)
+    catalog = Catalog(config)
+    batch = WEEKS[CORRUPT_WEEK - 1].isoformat()
+    record = catalog.get(batch)
+    assert record.status is BatchStatus.QUARANTINED
+    assert not storage.exists(storage.join(catalog.landing, f"{batch}.parquet"))
+    kept = storage.read_bytes(storage.join(catalog.quarantine, batch, f"{batch}.parquet"))
+    assert storage.sha256_bytes(kept) == record.sha256  # moved, not lost
+    report = json.loads(storage.read_bytes(storage.join(catalog.quarantine, batch, "validation.json")))
+    assert report["success"] is False
+    assert any(f["expectation_type"] == "expect_column_values_to_be_in_set" for f in report["failed"])
