@@ -207,11 +207,16 @@ class Catalog:
     def quarantine_batch(self, batch_id: str, report: dict[str, Any]) -> BatchRecord:
         """Move a failing batch into quarantine beside its validation report; nothing is deleted.
 
-        The report is written first, then the file is copied, verified against its recorded hash and only
-        then removed from the landing zone.
+        The report is written first, then the file is copied, the copy verified, and only then the original
+        removed from the landing zone. A file whose content changed since it landed is flagged in the report.
         """
         record = self.get(batch_id)
         folder = storage.join(self.quarantine, batch_id)
+        if record.status is not BatchStatus.QUARANTINED and storage.exists(record.uri):
+            current = storage.sha256_bytes(storage.read_bytes(record.uri))
+            if current != record.sha256:
+                # Still quarantined (never dropped), but the report says the file is not what landed.
+                report = {**report, "content_changed_since_landing": True, "sha256_now": current}
         storage.write_bytes(storage.join(folder, "validation.json"), json.dumps(report, indent=2).encode())
         target = storage.join(folder, storage.basename(record.uri))
         if record.status is not BatchStatus.QUARANTINED:

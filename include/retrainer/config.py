@@ -82,9 +82,11 @@ class DataConfig(_Strict):
 
     @field_validator("root_uri")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _supported(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"{value!r}: only local folders and s3://bucket/prefix are supported")
         return value.rstrip("/")
 
 
@@ -225,8 +227,10 @@ class ScheduleConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"{value!r} is not a 5-field cron expression like '0 3 * * 1'")
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid 5-field cron expression like '0 3 * * 1'")
         return value
 
     @field_validator("start_date", "end_date")

@@ -51,6 +51,7 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
     Raises:
         ModelingError: A feature or the target is missing, or no row has a target.
     """
+    import numpy as np
     import pandas as pd
 
     target = config.schema_.target
@@ -65,8 +66,9 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
         features[column] = pd.to_numeric(labelled[column], errors="coerce").astype("float64")
     for column in config.categorical_features:
         values = labelled[column]
+        # Missing stays NaN (None and NaN alike) so the pipeline's imputer sees it as missing.
         features[column] = (
-            values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+            values.astype("object").where(values.isna(), values.astype(str)).where(values.notna(), np.nan)
         )
     y = labelled[target]
     if config.task is Task.BINARY_CLASSIFICATION:

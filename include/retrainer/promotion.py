@@ -98,12 +98,15 @@ def decide(
             bound = "at least" if higher else "at most"
             reason = f"no champion yet and {metric} {candidate:.4g} misses the floor ({bound} {floor:.4g})"
             return Decision(Verdict.REJECT, reason, relative_improvement=None, **common)
-        reason = f"first model: {metric} {candidate:.4g}" + (f" meets the floor {floor:.4g}" if floor else "")
+        reason = f"first model: {metric} {candidate:.4g}" + (
+            f" meets the floor {floor:.4g}" if floor is not None else ""
+        )
         return Decision(Verdict.PROMOTE, reason, relative_improvement=None, **common)
 
     gain = relative_improvement(candidate, champion, higher)
     comparison = f"{metric} {candidate:.4g} vs champion v{champion_version} {champion:.4g} ({gain:+.2%})"
-    if gain >= margin and gain > 0:
+    # A tolerance so that an improvement of exactly the margin (e.g. 10.0 -> 9.9 for 1 %) passes.
+    if gain > 0 and gain >= margin - 1e-9:
         return Decision(
             Verdict.PROMOTE, f"{comparison} beats the required {margin:.2%}", relative_improvement=gain, **common
         )

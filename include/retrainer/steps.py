@@ -399,6 +399,12 @@ def evaluate(config: ProjectConfig, run_id: str) -> dict[str, Any]:
     if champion is not None:
         champion_metrics = modeling.score(load_model(f"models:/{config.model_name}@{CHAMPION}"), holdout, config)
     metric = config.metric.name
+    for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):
+        if scores is not None and metric not in scores:
+            raise modeling.ModelingError(
+                f"{metric} of the {label} cannot be computed on the {len(holdout)} held-out rows "
+                "(for roc_auc both classes must be present): widen the window or the holdout"
+            )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
         if champion_metrics is not None:
@@ -491,13 +497,17 @@ def rollback(
         raise RuntimeError(
             f"v{current.version} of {config.model_name} replaced no earlier champion; name --to-version"
         )
-    client.get_model_version(config.model_name, target)  # fails clearly if the version does not exist
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(config.model_name, target)
+    except MlflowException:
+        raise RuntimeError(f"{config.model_name} has no version {target} to roll back to") from None
     when = datetime.now(UTC).isoformat(timespec="seconds")
     client.set_registered_model_alias(config.model_name, CHAMPION, target)
     client.set_model_version_tag(config.model_name, current.version, f"{TAG}rolled_back_at", when)
     client.set_model_version_tag(config.model_name, current.version, f"{TAG}rollback_reason", reason)
     client.set_model_version_tag(config.model_name, target, f"{TAG}restored_at", when)
-    client.set_model_version_tag(config.model_name, target, f"{TAG}decision", "restored")
     return {
         "model": config.model_name,
         "from_version": str(current.version),

@@ -146,6 +146,8 @@ def move(src: str, dst: str) -> None:
     Raises:
         StorageError: The copy failed or does not match; the source is left in place.
     """
+    if src == dst:
+        raise StorageError(f"cannot move {src} onto itself")
     data = read_bytes(src)
     write_bytes(dst, data, overwrite=False)
     if sha256_bytes(read_bytes(dst)) != sha256_bytes(data):

