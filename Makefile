@@ -75,7 +75,7 @@ format: install ## Format and fix imports
 
 .PHONY: bench
 bench: install ## Orchestration cost: one cycle through Airflow vs the same steps in one process
-	$(BIN)/python bench/bench_cycle.py --config $(CONFIG)
+	$(BIN)/python bench/bench_cycle.py
 
 .PHONY: clean-state
 clean-state: stop ## Delete demo data and the embedded stack's state (Airflow and MLflow databases)

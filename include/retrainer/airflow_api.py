@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -328,7 +329,12 @@ class AirflowClient:
         return self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
     def wait_for_dag_runs(
-        self, dag_id: str, count: int = 1, timeout: float = 600.0, run_type: str | None = None
+        self,
+        dag_id: str,
+        count: int = 1,
+        timeout: float = 600.0,
+        run_type: str | None = None,
+        on_finished: Callable[[dict[str, Any]], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Wait until at least ``count`` runs of the DAG have finished (``success`` or ``failed``).
 
@@ -337,6 +343,7 @@ class AirflowClient:
             count: Number of finished runs to wait for.
             timeout: Seconds to wait.
             run_type: Only count runs of this type (e.g. ``backfill``).
+            on_finished: Called once with each run as it is first seen finished (for progress output).
 
         Returns:
             The finished runs, oldest logical date first.
@@ -345,9 +352,14 @@ class AirflowClient:
             AirflowApiError: Fewer runs finished in time; the message lists the states seen.
         """
         deadline = time.monotonic() + timeout
+        seen: set[str] = set()
         while True:
             runs = self.list_dag_runs(dag_id, run_type=run_type)
             finished = [run for run in runs if run.get("state") in TERMINAL_STATES]
+            for run in finished:
+                if on_finished is not None and run["dag_run_id"] not in seen:
+                    on_finished(run)
+                seen.add(run["dag_run_id"])
             if len(finished) >= count:
                 return finished
             if time.monotonic() > deadline:

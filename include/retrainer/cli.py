@@ -302,7 +302,7 @@ def demo_replay(
     try:
         with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
             replay.replay(client, project, timeout=timeout, on_run=_progress)
-    except (AirflowApiError, TimeoutError) as error:
+    except AirflowApiError as error:
         _fail(str(error))
 
 

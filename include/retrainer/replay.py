@@ -7,7 +7,6 @@ unpauses and watches, through the Airflow REST API.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from retrainer.airflow_api import AirflowClient
     from retrainer.config import ProjectConfig
-
-TERMINAL = {"success", "failed"}
 
 
 def dag_id_of(config: ProjectConfig) -> str:
@@ -68,27 +65,10 @@ def replay(
         The finished scheduled runs, oldest first.
 
     Raises:
-        TimeoutError: Not all runs finished in time; the message lists their states.
+        AirflowApiError: Not all runs finished in time; the message lists their states.
     """
     dag_id = dag_id_of(config)
     expected = len(scheduled_ticks(config))
     client.wait_until_dag_parsed(dag_id, timeout=180)
     client.unpause(dag_id)
-    deadline = time.monotonic() + timeout
-    reported: set[str] = set()
-    while True:
-        runs = client.list_dag_runs(dag_id, run_type="scheduled")
-        finished = [run for run in runs if run.get("state") in TERMINAL]
-        for run in finished:
-            if run["dag_run_id"] not in reported:
-                reported.add(run["dag_run_id"])
-                if on_run is not None:
-                    on_run(run)
-        if len(finished) >= expected:
-            return finished
-        if time.monotonic() > deadline:
-            states = ", ".join(f"{r['dag_run_id']}={r.get('state')}" for r in runs) or "no runs"
-            raise TimeoutError(
-                f"{len(finished)} of {expected} runs of {dag_id} finished in {timeout:.0f} s: {states}"
-            )
-        time.sleep(2)
+    return client.wait_for_dag_runs(dag_id, expected, timeout, run_type="scheduled", on_finished=on_run)

@@ -450,7 +450,8 @@ def _running(settings: StackSettings, name: str) -> psutil.Process | None:
     return _process(_read_pid_file(settings, name))
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Whether something listens on (or holds) ``port`` on any interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -474,7 +475,7 @@ def _check_ports(settings: StackSettings, names: list[str]) -> None:
         "triggerer": "AIRFLOW_TRIGGER_LOG_PORT",
         MLFLOW_COMPONENT: "MLFLOW_PORT",
     }
-    busy = [(name, port) for name, port in wanted if _port_in_use(port)]
+    busy = [(name, port) for name, port in wanted if port_in_use(port)]
     if busy:
         details = "; ".join(
             f"port {port} ({name}) is already in use by another process: stop it or set {variables[name]}"

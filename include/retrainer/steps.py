@@ -41,28 +41,19 @@ class NothingToTrainError(RuntimeError):
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """The platform's code version: ``RETRAINER_CODE_VERSION``, else the git commit, else the package version."""
     if version := os.environ.get("RETRAINER_CODE_VERSION"):
         return version
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return _git("rev-parse", "--short=12", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version as package_version
 

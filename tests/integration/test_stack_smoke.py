@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import psutil
 import pytest
 
 from retrainer.airflow_api import AirflowClient
-from retrainer.stack import COMPONENTS, StackSettings, StackStatus, start_stack, stop_stack
+from retrainer.stack import COMPONENTS, StackSettings, StackStatus, port_in_use, start_stack, stop_stack
 
 from .conftest import temporary_stack
 
@@ -76,16 +75,6 @@ def stack_daily():
 
 stack_daily()
 """
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -181,5 +170,5 @@ def test_stop_leaves_nothing_behind(settings: StackSettings, running: StackStatu
     for process in processes:  # is_running() also compares the start time, so a reused pid does not count
         assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, process
     for port in (settings.airflow_port, settings.mlflow_port, settings.worker_log_port, settings.trigger_log_port):
-        assert _port_free(port), port
+        assert not port_in_use(port), port
     assert stop_stack(settings) == []

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from retrainer import demo, storage
 from retrainer.airflow_api import AirflowClient
@@ -29,7 +28,7 @@ from retrainer.catalog import BatchStatus, Catalog
 from retrainer.config import load_config
 from retrainer.stack import REPO_ROOT, StackStatus, start_stack, stop_stack
 
-from .conftest import temporary_stack
+from .conftest import temporary_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +42,7 @@ CORRUPT_WEEK = 4
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("weekly")
-    raw = yaml.safe_load((REPO_ROOT / "projects" / "flights.yaml").read_text())
-    raw["name"] = PROJECT
-    raw["registered_model"] = MODEL
-    raw["data"]["root_uri"] = str(root / "data")
-    # No scheduled tick falls inside the window: every run here is started by the test.
-    raw["schedule"] = {"cron": "0 3 * * 1", "start_date": "2013-01-08", "end_date": "2013-01-08T01:00:00Z"}
-    projects = root / "projects"
-    projects.mkdir()
-    path = projects / f"{PROJECT}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path = write_manual_project(root, PROJECT, MODEL)
     shutil.copytree(REPO_ROOT / "great_expectations", root / "gx", ignore=shutil.ignore_patterns("uncommitted"))
     demo.land_weeks(load_config(path), WEEKS[0], len(WEEKS), corrupt_weeks=(CORRUPT_WEEK,))
     return path

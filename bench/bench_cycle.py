@@ -1,0 +1,174 @@
+"""What does orchestration cost? One weekly cycle through Airflow vs the same steps in one Python process.
+
+Both sides run the same cycle on the same week with the same starting state: a champion trained on week 1, and
+week 2 landed but not yet validated. Before every repetition the project's data folder is restored from that
+state, and the cycle is a dry run (nothing is registered), so every repetition does the same work: validate
+(Great Expectations), drift (Evidently), train, evaluate, decide.
+
+- in-process: ``retrainer.steps`` functions called one after the other in this process (imports warm after the
+  first repetition, as in a long-lived worker);
+- airflow: the weekly DAG triggered on a real embedded stack (scheduler + LocalExecutor + MLflow server on free
+  ports), timed from trigger to the run's end; each task runs in a fresh process.
+
+Prints medians side by side, the ratio, and each step's share of the cycle. Usage:
+
+    .venv/bin/python bench/bench_cycle.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["ingest", "validate", "drift", "train", "evaluate", "promote"]
+
+
+def _prepare(config_path: Path) -> tuple[Path, str]:
+    """Champion from week 1, week 2 landed: returns the template data folder and week 2's cutoff."""
+    from retrainer import demo, steps
+    from retrainer.config import load_config
+
+    config = load_config(config_path)
+    weeks = demo.week_starts(demo.DEMO_START, 2)
+    demo.land_weeks(config, weeks[0], 1)
+    steps.run_cycle(config, demo.week_cutoff(weeks[0]), trigger="bench")
+    demo.land_weeks(config, weeks[1], 1)
+    steps.ingest(config, demo.week_cutoff(weeks[0]))  # registers week 2 as landed, not yet validated
+    template = Path(config.data.root_uri).with_name("template")
+    shutil.copytree(config.data.root_uri, template)
+    return template, demo.week_cutoff(weeks[1]).isoformat()
+
+
+def _restore(template: Path, target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(template, target)
+
+
+def _in_process(config_path: Path, cutoff: str) -> dict[str, float]:
+    from retrainer import steps
+    from retrainer.config import load_config
+
+    config = load_config(config_path)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = time.perf_counter() - started
+        return result
+
+    started = time.perf_counter()
+    ingested = timed("ingest", steps.ingest, config, cutoff)
+    validated = timed("validate", steps.validate, config, ingested["pending"])
+    timed("drift", steps.drift, config, validated["accepted"], "bench")
+    trained = timed("train", steps.train, config, cutoff, "bench", require_new_data=validated["accepted"])
+    evaluation = timed("evaluate", steps.evaluate, config, trained["run_id"])
+    timed("promote", steps.promote, config, trained["run_id"], evaluation, dry_run=True)
+    timings["total"] = time.perf_counter() - started
+    return timings
+
+
+def _duration(ti: dict) -> float:
+    start, end = (datetime.fromisoformat(ti[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
+    return (end - start).total_seconds()
+
+
+def _through_airflow(client, dag_id: str, cutoff: str) -> dict[str, float]:
+    started = time.perf_counter()
+    run_id = client.trigger(dag_id, conf={"cutoff": cutoff, "dry_run": True})
+    run = client.wait_for_dag_run(dag_id, run_id, timeout=900)
+    total = time.perf_counter() - started
+    if run["state"] != "success":
+        raise RuntimeError(f"benchmark run {run_id} ended {run['state']}")
+    timings = {ti["task_id"]: _duration(ti) for ti in client.task_instances(dag_id, run_id) if ti.get("end_date")}
+    timings["total"] = total
+    return timings
+
+
+def _median(samples: list[dict[str, float]], key: str) -> float:
+    return statistics.median(s.get(key, 0.0) for s in samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from integration.conftest import temporary_stack, write_manual_project
+
+    from retrainer.airflow_api import AirflowClient
+    from retrainer.stack import start_stack, stop_stack
+
+    root = Path(tempfile.mkdtemp(prefix="bench_cycle_"))
+    gx = root / "gx"
+    shutil.copytree(REPO / "great_expectations", gx, ignore=shutil.ignore_patterns("uncommitted"))
+    os.environ["RETRAINER_GX_ROOT"] = str(gx)
+    os.environ["RETRAINER_PROJECTS_DIR"] = str(root / "projects")
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    config_path = write_manual_project(root, "bench_flights", "bench_flights_arr_delay")
+    settings = temporary_stack(root / "stack", REPO / "dags", REPO / "plugins")
+    print(f"starting a stack in {root} ...", flush=True)
+    status = start_stack(settings, timeout=240)
+    os.environ["MLFLOW_TRACKING_URI"] = status.mlflow_url
+    in_process: list[dict[str, float]] = []
+    airflow: list[dict[str, float]] = []
+    try:
+        template, cutoff = _prepare(config_path)
+        data = root / "data"
+        dag_id = "retrain_bench_flights"
+        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+            client.wait_until_dag_parsed(dag_id, timeout=180)
+            client.unpause(dag_id)
+            for repeat in range(1, args.repeats + 1):
+                _restore(template, data)
+                in_process.append(_in_process(config_path, cutoff))
+                _restore(template, data)
+                airflow.append(_through_airflow(client, dag_id, cutoff))
+                print(
+                    f"repeat {repeat}: in-process {in_process[-1]['total']:.1f} s, "
+                    f"airflow {airflow[-1]['total']:.1f} s",
+                    flush=True,
+                )
+    finally:
+        stop_stack(settings)
+        shutil.rmtree(root, ignore_errors=True)
+
+    local_total, airflow_total = _median(in_process, "total"), _median(airflow, "total")
+    print(f"\nOne weekly cycle (dry run, week 2 of the demo), median of {args.repeats}:\n")
+    print(f"{'step':<10}{'in-process s':>14}{'share':>8}{'airflow task s':>16}{'share':>8}{'ratio':>8}")
+    for step in STEPS:
+        local, remote = _median(in_process, step), _median(airflow, step)
+        print(
+            f"{step:<10}{local:>14.2f}{local / local_total:>8.0%}{remote:>16.2f}{remote / airflow_total:>8.0%}"
+            f"{remote / local if local else float('nan'):>8.1f}"
+        )
+    tasks = sum(_median(airflow, s) for s in [*STEPS, "record"])
+    print(f"{'record':<10}{'-':>14}{'':>8}{_median(airflow, 'record'):>16.2f}")
+    print(
+        f"{'scheduling':<10}{'-':>14}{'':>8}{airflow_total - tasks:>16.2f}"
+        f"{(airflow_total - tasks) / airflow_total:>8.0%}"
+    )
+    print(
+        f"{'total':<10}{local_total:>14.2f}{'':>8}{airflow_total:>16.2f}{'':>8}{airflow_total / local_total:>8.1f}"
+    )
+    print(
+        f"\nairflow / in-process = {airflow_total / local_total:.2f}x (drift and train run in parallel in Airflow)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"in_process": in_process, "airflow": airflow}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
