@@ -153,18 +153,15 @@ def main() -> int:
             f"{step:<10}{local:>14.2f}{local / local_total:>8.0%}{remote:>16.2f}{remote / airflow_total:>8.0%}"
             f"{remote / local if local else float('nan'):>8.1f}"
         )
-    tasks = sum(_median(airflow, s) for s in [*STEPS, "record"])
-    print(f"{'record':<10}{'-':>14}{'':>8}{_median(airflow, 'record'):>16.2f}")
-    print(
-        f"{'scheduling':<10}{'-':>14}{'':>8}{airflow_total - tasks:>16.2f}"
-        f"{(airflow_total - tasks) / airflow_total:>8.0%}"
-    )
-    print(
-        f"{'total':<10}{local_total:>14.2f}{'':>8}{airflow_total:>16.2f}{'':>8}{airflow_total / local_total:>8.1f}"
-    )
-    print(
-        f"\nairflow / in-process = {airflow_total / local_total:.2f}x (drift and train run in parallel in Airflow)"
-    )
+    med = {step: _median(airflow, step) for step in [*STEPS, "record"]}
+    # drift runs beside train -> evaluate -> promote; the rest of the wall time is scheduling and start-up gaps.
+    critical = med["ingest"] + med["validate"] + max(med["drift"], med["train"] + med["evaluate"] + med["promote"])
+    gaps = airflow_total - critical - med["record"]
+    print(f"{'record':<10}{'-':>14}{'':>8}{med['record']:>16.2f}{med['record'] / airflow_total:>8.0%}")
+    print(f"{'gaps':<10}{'-':>14}{'':>8}{gaps:>16.2f}{gaps / airflow_total:>8.0%}   (scheduling between tasks)")
+    ratio = airflow_total / local_total
+    print(f"{'total':<10}{local_total:>14.2f}{'':>8}{airflow_total:>16.2f}{'':>8}{ratio:>8.1f}")
+    print(f"\nairflow / in-process = {ratio:.2f}x (in Airflow, drift runs beside train -> evaluate -> promote)")
     if args.json:
         args.json.write_text(json.dumps({"in_process": in_process, "airflow": airflow}, indent=2))
     return 0

@@ -1,0 +1,141 @@
+"""Whole cycles in one process on the synthetic project, with its own expectation suite.
+
+This is what a new dataset needs: a project file and a suite, no code. It covers the validate and drift steps
+(real Great Expectations and Evidently) and ``run_cycle`` with a local MLflow store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrainer import steps, storage
+from retrainer.catalog import BatchStatus
+from retrainer.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+SUITE = {
+    "name": "synthetic_sales",
+    "expectations": [
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["ts", "region", "x1", "x2", "y"]}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "y"}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "x1", "min_value": -20, "max_value": 20},
+        },
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "region", "value_set": ["north", "south", "east", "west"]},
+        },
+    ],
+    "meta": {},
+}
+
+
+@pytest.fixture(scope="module")
+def gx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gx") / "great_expectations"
+    shutil.copytree(REPO / "great_expectations", root, ignore=shutil.ignore_patterns("uncommitted"))
+    (root / "expectations" / "synthetic_sales.json").write_text(json.dumps(SUITE))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cycles(tmp_path_factory: pytest.TempPathFactory, gx_root: Path, module_mlflow: str, synth) -> dict:
+    """Four weekly cycles: first model, a normal week, a corrupted week, a drifted week."""
+    project = synth.make_project(tmp_path_factory.mktemp("cycle"), min_improvement=0.0, floor=5.0)
+    # 400-row weeks: a Wasserstein distance of 0.1 is within noise; 0.3 is not (week 3 shifts x1 by 4 sd).
+    document = yaml.safe_load(project.path.read_text())
+    document["drift"]["num_threshold"] = 0.3
+    project.path.write_text(yaml.safe_dump(document))
+    project = dataclasses.replace(project, config=load_config(project.path))
+    project.land([0], rows=400)
+    project.land([1], rows=400)
+    corrupted = synth.week(2, 400)
+    corrupted.loc[:50, "x1"] = 1000.0  # a unit bug upstream
+    project.catalog.land(synth.batch_id(2), corrupted)
+    project.land([3], rows=400, x1_shift=4.0)  # the world changed
+    records = {}
+    for week in range(4):
+        records[week] = steps.run_cycle(
+            project.config, synth.cutoff_after(week), trigger="scheduled", context_root=gx_root
+        )
+    return {"project": project, "records": records}
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def test_first_cycle_validates_trains_and_promotes(cycles: dict) -> None:
+    record = cycles["records"][0]
+    assert record.get("error") is None
+    assert record["validation"]["accepted"] == [record["ingest"]["pending"][0]]
+    assert "passed 4/4" in next(iter(record["validation"]["summaries"].values()))
+    assert record["drift"]["status"] == "no_champion"
+    assert record["decision"]["verdict"] == "promoted" and record["decision"]["version"] == "1"
+
+
+def test_drift_is_measured_against_the_champions_training_data(cycles: dict) -> None:
+    record, project = cycles["records"][1], cycles["project"]
+    drift = record["drift"]
+    assert drift["status"] == "computed" and drift["reference_version"] == "1"
+    assert drift["drift_detected"] is False, drift["summary"]
+    names = sorted(storage.basename(uri) for uri in drift["report_uris"])
+    assert names == ["drift_report.html", "drift_report.json", "drift_summary.json"]
+    summary = json.loads(storage.read_bytes(next(u for u in drift["report_uris"] if u.endswith("summary.json"))))
+    assert {c["column"] for c in summary["columns"]} == set(project.config.features)
+    run = _client().get_run(drift["mlflow_run_id"])
+    assert run.data.tags["retrainer.kind"] == "drift"
+    assert "share_drifted" in run.data.metrics
+
+
+def test_corrupted_batch_is_quarantined_and_the_cycle_stops(cycles: dict) -> None:
+    record, project = cycles["records"][2], cycles["project"]
+    batch = record["ingest"]["pending"][0]
+    assert "quarantined" in record["error"] and "expect_column_values_to_be_between(x1)" in record["error"]
+    assert "training" not in record and "decision" not in record
+    assert record["batches"] == {batch: "quarantined"}
+    catalog = project.catalog
+    assert catalog.get(batch).status is BatchStatus.QUARANTINED
+    report = json.loads(storage.read_bytes(storage.join(catalog.quarantine, batch, "validation.json")))
+    assert report["success"] is False
+    assert not storage.exists(storage.join(catalog.landing, f"{batch}.parquet"))
+    assert storage.exists(storage.join(catalog.quarantine, batch, f"{batch}.parquet"))
+    versions = _client().search_model_versions(f"name='{project.config.model_name}'")
+    cycles_with_a_version = {v.tags.get("retrainer.cycle_id") for v in versions}
+    assert record["cycle_id"] not in cycles_with_a_version
+    assert {cycles["records"][w]["cycle_id"] for w in (0, 1, 3)} == cycles_with_a_version
+
+
+def test_drifted_week_is_flagged_and_never_trained_on_quarantined_data(cycles: dict) -> None:
+    record = cycles["records"][3]
+    assert record["drift"]["drift_detected"] is True
+    assert "x1" in record["drift"]["summary"]  # the key feature named in the summary line
+    assert cycles["records"][2]["ingest"]["pending"][0] not in record["training"]["window"]
+
+
+def test_cycle_table_has_a_row_per_cycle(cycles: dict) -> None:
+    rows = steps.cycle_table(cycles["project"].config)
+    assert [r["validation"] for r in rows] == ["accepted", "accepted", "quarantined", "accepted"]
+    assert rows[0]["decision"] == "promoted v1"
+    assert rows[2]["decision"].startswith("stopped: quarantined")
+
+
+def test_no_new_data_is_not_retrained_unless_forced(cycles: dict, gx_root: Path, synth) -> None:
+    config = cycles["project"].config
+    idle = steps.run_cycle(config, synth.cutoff_after(3), cycle_id="idle", context_root=gx_root)
+    assert "no new accepted batch" in idle["error"]
+    forced = steps.run_cycle(
+        config, synth.cutoff_after(3), cycle_id="forced", force=True, dry_run=True, context_root=gx_root
+    )
+    assert forced.get("error") is None
+    assert forced["decision"]["dry_run"] is True and forced["decision"]["version"] is None
