@@ -427,15 +427,21 @@ def promote(
     """
     import mlflow
 
+    client = _client()
     current = champion_version(config)
     current_version = None if current is None else str(current.version)
+    # A retry after a partial promote reuses the version registered for this run instead of adding another.
+    registered = (
+        [] if dry_run else client.search_model_versions(f"name='{config.model_name}' and run_id='{run_id}'")
+    )
+    if registered and current_version == str(registered[0].version):
+        current_version = evaluation.get("champion_version")  # the alias already moved in the earlier try
     if current_version != evaluation.get("champion_version"):
         raise RuntimeError(
             f"the champion moved from v{evaluation.get('champion_version')} to v{current_version} during the "
             "cycle; evaluate again before promoting"
         )
     decision = decide(config, evaluation["candidate"], evaluation["champion"], evaluation["champion_version"])
-    client = _client()
     run = client.get_run(run_id)
     record: dict[str, Any] = {
         **decision.to_dict(),
@@ -451,12 +457,17 @@ def promote(
         f"{TAG}reason": decision.reason,
         f"{TAG}candidate_{decision.metric}": f"{decision.candidate:.6g}",
         f"{TAG}champion_{decision.metric}": "none" if decision.champion is None else f"{decision.champion:.6g}",
-        f"{TAG}previous_champion": current_version or "none",
+        f"{TAG}previous_champion": evaluation.get("champion_version") or "none",
         f"{TAG}cycle_id": record["cycle_id"] or "",
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
     }
     if not dry_run:
-        version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name, tags=tags)
+        if registered:
+            version = registered[0]
+            for key, value in tags.items():
+                client.set_model_version_tag(config.model_name, version.version, key, value)
+        else:
+            version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name, tags=tags)
         record["version"] = str(version.version)
         client.set_model_version_tag(config.model_name, version.version, f"{TAG}run_id", run_id)
         if decision.promoted:

@@ -139,3 +139,15 @@ def test_no_new_data_is_not_retrained_unless_forced(cycles: dict, gx_root: Path,
     )
     assert forced.get("error") is None
     assert forced["decision"]["dry_run"] is True and forced["decision"]["version"] is None
+
+
+def test_a_retried_promote_reuses_the_version_it_registered(cycles: dict) -> None:
+    config, record = cycles["project"].config, cycles["records"][3]
+    client = _client()
+    before = client.search_model_versions(f"name='{config.model_name}'")
+    champion_before = client.get_model_version_by_alias(config.model_name, "champion").version
+    again = steps.promote(config, record["training"]["run_id"], record["evaluation"])
+    assert again["version"] == record["decision"]["version"]
+    assert again["verdict"] == record["decision"]["verdict"]
+    assert len(client.search_model_versions(f"name='{config.model_name}'")) == len(before)
+    assert client.get_model_version_by_alias(config.model_name, "champion").version == champion_before
