@@ -470,6 +470,12 @@ def promote(
             version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name, tags=tags)
         record["version"] = str(version.version)
         client.set_model_version_tag(config.model_name, version.version, f"{TAG}run_id", run_id)
+        # Shown in the registry's version list: the decision in words.
+        client.update_model_version(
+            config.model_name, version.version, description=f"{decision.verdict.value}: {decision.reason}"
+        )
+        if config.description and not client.get_registered_model(config.model_name).description:
+            client.update_registered_model(config.model_name, description=config.description)
         if decision.promoted:
             client.set_registered_model_alias(config.model_name, CHAMPION, version.version)
     with mlflow.start_run(run_id=run_id):

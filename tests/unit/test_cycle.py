@@ -82,6 +82,8 @@ def test_first_cycle_validates_trains_and_promotes(cycles: dict) -> None:
     assert "passed 4/4" in next(iter(record["validation"]["summaries"].values()))
     assert record["drift"]["status"] == "no_champion"
     assert record["decision"]["verdict"] == "promoted" and record["decision"]["version"] == "1"
+    version = _client().get_model_version(cycles["project"].config.model_name, "1")
+    assert version.description.startswith("promoted: first model")
 
 
 def test_drift_is_measured_against_the_champions_training_data(cycles: dict) -> None:
