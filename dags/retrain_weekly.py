@@ -16,7 +16,7 @@ from airflow.sdk import DAG, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from retrainer.config import ProjectConfig, load_config
+from retrainer.config import ConfigError, ProjectConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -144,25 +144,30 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             )
             return result
 
-        @task(retries=0)
+        @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            """Great Expectations; fail closed (no retry: the data will not change)."""
+            """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
             from retrainer import steps
 
             try:
-                result = steps.validate(load_config(path), ingested["pending"])
+                result = steps.validate(
+                    load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
+                )
             except steps.BatchRejectedError as error:
                 raise AirflowFailException(str(error)) from None
             log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
             return result
 
         @task
-        def drift(validated: dict[str, Any]) -> dict[str, Any]:
-            """Evidently drift of the new batches against the champion's training data."""
+        def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+            """Evidently drift of the new batches against the training data of the cycle's starting champion."""
             from retrainer import steps
 
             _mlflow()
-            result = steps.drift(load_config(path), validated["accepted"], _cycle_id(get_current_context()))
+            context = get_current_context()
+            result = steps.drift(
+                load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
+            )
             log.info("drift: %s", result["summary"])
             return result
 
@@ -255,7 +260,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 training=parts["train"],
                 evaluation=parts["evaluate"],
                 decision=parts["promote"],
-                error=_error_of(parts),
+                error=_error_of(parts, bool(context["params"].get("force"))),
             )
             log.info(
                 "record: cycle %s: %s",
@@ -274,31 +279,66 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         trained = train(validated)
         evaluation = evaluate(trained)
         decided = promote(trained, evaluation)
-        drifted = drift(validated)
+        drifted = drift(ingested, validated)
         [drifted, decided] >> record()
         [ingested, validated, drifted, trained, evaluation, decided] >> watcher()
 
     return retrain()
 
 
-def _error_of(parts: dict[str, Any]) -> str | None:
-    """Why a cycle ended without a decision, read from which steps returned a result."""
-    order = [("ingest", "ingest failed"), ("validate", "validation failed: batch quarantined, nothing trained")]
-    order += [
-        ("train", "no candidate trained"),
-        ("evaluate", "evaluation failed"),
-        ("promote", "promotion failed"),
-    ]
-    for name, reason in order:
+def _error_of(parts: dict[str, Any], force: bool) -> str | None:
+    """Why a cycle ended without a decision, read from which steps returned a result (see the task logs)."""
+    if parts["ingest"] is None:
+        return "ingest failed"
+    if parts["validate"] is None:
+        return "validation failed: a batch was quarantined or could not be validated, nothing trained"
+    if parts["train"] is None:
+        if not force and not parts["validate"].get("accepted"):
+            return "no new accepted batch: nothing to retrain"
+        return "training failed"
+    for name in ("evaluate", "promote"):
         if parts[name] is None:
-            if name == "train" and not (parts["validate"] or {}).get("accepted"):
-                return "no new accepted batch: nothing to retrain"
-            return reason
+            return f"{name} failed"
     return None
 
 
-for _config_path in sorted(PROJECTS_DIR.glob("*.yaml")):
-    # A project file that does not validate fails this file's import, and the Airflow UI shows the error
-    # naming the file and the field.
-    _project = load_config(_config_path)
-    globals()[f"retrain_{_project.name}"] = build_dag(_config_path, _project)
+def _invalid_project_dag(config_path: Path, error: Exception) -> DAG:
+    """A placeholder that shows an invalid project file in the Airflow UI without hiding the valid ones."""
+
+    @dag(
+        dag_id=f"retrain_{config_path.stem}__invalid_config",
+        schedule=None,
+        tags=["retraining", "invalid-config"],
+        doc_md=f"### Invalid project file `{config_path.name}`\n\n```\n{error}\n```\nFix the file; "
+        "`retrainer check-config -c <file>` checks it.",
+        default_args=DEFAULT_ARGS,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(minutes=5),
+    )
+    def invalid_project() -> None:
+        @task(retries=0)
+        def explain() -> None:
+            raise AirflowFailException(str(error))
+
+        explain()
+
+    return invalid_project()
+
+
+def _load_projects(folder: Path) -> None:
+    """One DAG per project file; an invalid file becomes a visible placeholder DAG naming the problem."""
+    seen: dict[str, Path] = {}
+    for config_path in sorted(folder.glob("*.yaml")):
+        try:
+            project = load_config(config_path)
+            if project.name in seen:
+                raise ConfigError(f"{config_path}: name {project.name!r} is already used by {seen[project.name]}")
+        except ConfigError as error:
+            log.error("%s", error)
+            globals()[f"invalid_{config_path.stem}"] = _invalid_project_dag(config_path, error)
+            continue
+        seen[project.name] = config_path
+        globals()[f"retrain_{project.name}"] = build_dag(config_path, project)
+
+
+_load_projects(PROJECTS_DIR)

@@ -13,6 +13,7 @@ A batch is never deleted: a failing one is moved (copied, verified, then removed
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from retrainer.config import ProjectConfig
+
+
+log = logging.getLogger(__name__)
 
 
 class BatchStatus(StrEnum):
@@ -160,6 +164,13 @@ class Catalog:
         for uri in storage.list_files(self.landing, self.config.data.file_pattern):
             batch_id = storage.basename(uri).rsplit(".", 1)[0]
             if batch_id in known:
+                if self.get(batch_id).uri != uri:
+                    log.warning(
+                        "ignoring %s: batch %s is already in the catalog (batches are immutable; land a "
+                        "correction under a new batch id)",
+                        uri,
+                        batch_id,
+                    )
                 continue
             data = storage.read_bytes(uri)
             now = _now()
@@ -219,8 +230,13 @@ class Catalog:
                 report = {**report, "content_changed_since_landing": True, "sha256_now": current}
         storage.write_bytes(storage.join(folder, "validation.json"), json.dumps(report, indent=2).encode())
         target = storage.join(folder, storage.basename(record.uri))
-        if record.status is not BatchStatus.QUARANTINED:
-            storage.move(record.uri, target)
+        if record.status is not BatchStatus.QUARANTINED and record.uri != target:
+            if storage.exists(record.uri):
+                storage.move(record.uri, target)
+            elif not storage.exists(target):
+                # Nothing left to move (the file vanished from landing); the record and report still say so.
+                report = {**report, "file_missing": True}
+                storage.write_bytes(storage.join(folder, "validation.json"), json.dumps(report, indent=2).encode())
         summary = {k: v for k, v in report.items() if k != "report"}
         return self._save(
             replace(
@@ -251,6 +267,8 @@ class Catalog:
             raise CatalogError("no batches to load")
         frames = []
         for record in records:
+            if not storage.exists(record.uri):
+                raise CatalogError(f"batch {record.batch_id}: its file {record.uri} is missing")
             data = storage.read_bytes(record.uri)
             if storage.sha256_bytes(data) != record.sha256:
                 raise CatalogError(

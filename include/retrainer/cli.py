@@ -66,22 +66,14 @@ def _emit(result: Any) -> None:
 
 def _run(step: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a step and turn the platform's expected failures into one clear line and exit code 1."""
-    from retrainer.catalog import CatalogError
-    from retrainer.modeling import ModelingError
-    from retrainer.steps import BatchRejectedError, NothingToTrainError
-    from retrainer.storage import StorageError
+    from mlflow.exceptions import MlflowException
 
     try:
         return step(*args, **kwargs)
-    except (
-        BatchRejectedError,
-        NothingToTrainError,
-        CatalogError,
-        ModelingError,
-        StorageError,
-        RuntimeError,
-    ) as error:
-        _fail(str(error))
+    # The platform's errors (CatalogError, ModelingError, SuiteNotFoundError, a bad cutoff...) are ValueError or
+    # RuntimeError subclasses with a message naming what is wrong; MLflow's name unknown runs and versions.
+    except (ValueError, RuntimeError, MlflowException) as error:
+        _fail(getattr(error, "message", None) or str(error))
 
 
 @app.callback()

@@ -87,6 +87,8 @@ class DataConfig(_Strict):
             raise ValueError("must not be empty")
         if "://" in value and not value.startswith("s3://"):
             raise ValueError(f"{value!r}: only local folders and s3://bucket/prefix are supported")
+        if value.startswith("s3://") and not value[len("s3://") :].split("/", 1)[0]:
+            raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
         return value.rstrip("/")
 
 

@@ -34,10 +34,6 @@ class HoldoutSplit:
     holdout: pd.DataFrame
     holdout_start: str
 
-    def describe(self) -> str:
-        """One line for logs."""
-        return f"{len(self.train)} training rows, {len(self.holdout)} held-out rows from {self.holdout_start}"
-
 
 def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, pd.Series]:
     """Select the features and target, with stable dtypes; rows without a target are dropped.
@@ -96,7 +92,12 @@ def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str
     """
     import pandas as pd
 
-    ts = pd.to_datetime(frame[config.schema_.timestamp], utc=True)
+    # Only labelled rows with a timestamp can be trained on or scored; late labels leave the newest rows empty.
+    ts_all = pd.to_datetime(frame[config.schema_.timestamp], utc=True)
+    frame = frame[frame[config.schema_.target].notna() & ts_all.notna()]
+    ts = ts_all[frame.index]
+    if frame.empty:
+        raise ModelingError(f"no row of the window has both a timestamp and a value for {config.schema_.target!r}")
     if holdout_start is None:
         split_at = ts.quantile(1 - config.holdout.fraction, interpolation="higher")
     else:
@@ -106,7 +107,7 @@ def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str
     minimum = config.holdout.min_rows
     if len(train) < minimum or len(holdout) < minimum:
         raise ModelingError(
-            f"window too small: {len(train)} training and {len(holdout)} held-out rows "
+            f"window too small: {len(train)} training and {len(holdout)} held-out labelled rows "
             f"(holdout.min_rows is {minimum})"
         )
     return HoldoutSplit(train.reset_index(drop=True), holdout.reset_index(drop=True), split_at.isoformat())
@@ -170,7 +171,12 @@ def fit(train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | 
 
 def predict_for_metric(model: Any, features: pd.DataFrame, task: Task) -> Any:
     """Predictions in the form the metrics need: values for regression, P(class 1) for classification."""
-    if task is Task.BINARY_CLASSIFICATION and hasattr(model, "predict_proba"):
+    if task is Task.BINARY_CLASSIFICATION:
+        if not hasattr(model, "predict_proba"):
+            raise ModelingError(
+                f"{type(model).__name__} has no predict_proba: binary classification needs class probabilities "
+                "(for an SVM, wrap it in sklearn.calibration.CalibratedClassifierCV)"
+            )
         return model.predict_proba(features)[:, 1]
     return model.predict(features)
 

@@ -69,7 +69,10 @@ def parse_cutoff(value: str | datetime | None) -> datetime:
     """A cycle's cutoff as an aware UTC datetime (now when None)."""
     if value is None:
         return datetime.now(UTC)
-    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:
+        ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cutoff {value!r} is not an ISO time like 2013-01-14T03:00:00Z") from None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -108,28 +111,38 @@ def ingest(config: ProjectConfig, cutoff: str | datetime | None = None) -> dict[
     """Register newly landed batches and list those a cycle at ``cutoff`` must process.
 
     Returns:
-        ``registered`` (new batch ids), ``quarantined`` (unreadable files quarantined on arrival) and
-        ``pending`` (batch ids awaiting validation whose period ended by the cutoff, oldest first).
+        ``registered`` (new batch ids), ``quarantined`` (unreadable files quarantined on arrival),
+        ``pending`` (batch ids awaiting validation whose period ended by the cutoff, oldest first) and
+        ``champion_version`` (the champion when the cycle started, or None).
     """
     catalog = Catalog(config)
     new = catalog.register_new()
     pending = catalog.pending(parse_cutoff(cutoff))
+    champion = champion_version(config)
     return {
         "registered": [r.batch_id for r in new],
         "quarantined": [r.batch_id for r in new if r.status is BatchStatus.QUARANTINED],
         "pending": [r.batch_id for r in pending],
+        # The champion when the cycle started: drift compares against its data even if promote runs first.
+        "champion_version": None if champion is None else str(champion.version),
     }
 
 
 # -- validate -----------------------------------------------------------------------------------------------
 def validate(
-    config: ProjectConfig, batch_ids: list[str], context_root: Path | None = None, build_docs: bool = True
+    config: ProjectConfig,
+    batch_ids: list[str],
+    context_root: Path | None = None,
+    build_docs: bool = True,
+    quarantined_on_arrival: list[str] | None = None,
 ) -> dict[str, Any]:
     """Validate batches with the project's Great Expectations suite; fail closed.
 
-    Every batch is validated. Passing batches are accepted; failing ones are moved to quarantine with their
-    validation report. If any failed, :class:`BatchRejectedError` is raised after all were handled, naming
-    the failed expectations, so that the cycle stops before training and the champion is untouched.
+    Every batch is validated. Passing batches are accepted; failing ones, and batches whose file changed or
+    vanished since it landed, are moved to quarantine with a report. If any failed (or ingest quarantined
+    unreadable files, ``quarantined_on_arrival``), :class:`BatchRejectedError` is raised after all were
+    handled, naming what failed, so that the cycle stops before training and the champion is untouched.
+    Storage errors (e.g. S3 unreachable) propagate: they are transient, and the task retries.
 
     Returns:
         ``accepted`` batch ids and one ``summaries`` line per batch.
@@ -141,6 +154,9 @@ def validate(
 
     catalog = Catalog(config)
     accepted, rejected, summaries = [], [], {}
+    for batch_id in quarantined_on_arrival or []:
+        rejected.append(batch_id)
+        summaries[batch_id] = f"batch {batch_id} unreadable: {catalog.get(batch_id).validation.get('error', '')}"
     for batch_id in batch_ids:
         record = catalog.get(batch_id)
         if record.status is BatchStatus.ACCEPTED:
@@ -151,7 +167,13 @@ def validate(
             rejected.append(batch_id)
             summaries[batch_id] = f"already quarantined: {record.validation.get('summary', '')}"
             continue
-        frame = catalog.load([record])
+        try:
+            frame = catalog.load([record])
+        except CatalogError as error:
+            summaries[batch_id] = f"batch {batch_id} not validated: {error}"
+            catalog.quarantine_batch(batch_id, {"batch_id": batch_id, "success": False, "error": str(error)})
+            rejected.append(batch_id)
+            continue
         outcome = validate_frame(frame, config.validation.suite, batch_id, context_root, build_docs)
         summaries[batch_id] = outcome.summary_line()
         log.info(outcome.summary_line())
@@ -169,19 +191,31 @@ def validate(
 
 
 # -- drift --------------------------------------------------------------------------------------------------
-def drift(config: ProjectConfig, batch_ids: list[str], cycle_id: str) -> dict[str, Any]:
+def drift(
+    config: ProjectConfig, batch_ids: list[str], cycle_id: str, reference_version: str | None = None
+) -> dict[str, Any]:
     """Compare the cycle's new batches with the data the champion was trained on (Evidently).
 
     The HTML and JSON reports and a machine-readable summary go to ``reports/<cycle>/drift/`` in the batch
     store and to an MLflow run tagged ``retrainer.kind=drift``.
 
+    Args:
+        config: The project.
+        batch_ids: The cycle's accepted batches.
+        cycle_id: Label of the reports.
+        reference_version: The champion version to compare with (recorded when the cycle started); None
+            looks up the current champion.
+
     Returns:
-        ``status`` (``computed``, ``no_champion``, ``no_new_data``), and when computed the share of drifted
-        columns, whether the drift rule fired, the summary line and the report URIs.
+        ``status`` (``computed``, ``no_champion``, ``no_new_data``, ``no_reference``, ``failed``), and when
+        computed the share of drifted columns, whether the drift rule fired, the summary line and report URIs.
     """
     if not batch_ids:
         return {"status": "no_new_data", "summary": "no new batch to compare"}
-    champion = champion_version(config)
+    if reference_version is not None:
+        champion = _client().get_model_version(config.model_name, reference_version)
+    else:
+        champion = champion_version(config)
     if champion is None:
         return {"status": "no_champion", "summary": "no champion yet: nothing to compare with"}
     import mlflow
@@ -198,7 +232,12 @@ def drift(config: ProjectConfig, batch_ids: list[str], cycle_id: str) -> dict[st
     numeric = list(config.numeric_features)
     categorical = list(config.categorical_features)
     with tempfile.TemporaryDirectory() as tmp:
-        result = compute_drift(current, reference, numeric, categorical, config.drift, Path(tmp))
+        try:
+            result = compute_drift(current, reference, numeric, categorical, config.drift, Path(tmp))
+        except ValueError as error:
+            # Drift informs, it does not gate this cycle: report why it could not be measured.
+            log.warning("drift not computed: %s", error)
+            return {"status": "failed", "summary": f"drift not computed: {error}"}
         target = storage.join(catalog.reports, safe_id(cycle_id), "drift")
         uris = storage.upload_folder(Path(tmp), target)
         _set_experiment(config)
@@ -229,10 +268,27 @@ def drift(config: ProjectConfig, batch_ids: list[str], cycle_id: str) -> dict[st
 
 
 # -- train --------------------------------------------------------------------------------------------------
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
+def _pip_requirements(config: ProjectConfig) -> list[str]:
+    """What loading the logged pipeline needs: scikit-learn, skops (its format), pandas, and the estimator's
+    own distribution (e.g. xgboost), each pinned to the version it was trained with."""
+    from importlib.metadata import packages_distributions, version
 
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "xgboost", "pandas", "numpy", "scipy")]
+    names = ["scikit-learn", "skops", "pandas", "numpy", "scipy"]
+    root = config.estimator_class.split(".", 1)[0]
+    names += [d for d in packages_distributions().get(root, []) if d not in names]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def _signature(config: ProjectConfig, sample: Any, predictions: Any) -> Any:
+    """The model signature from the project schema (not from a sample, whose missing values hide types)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    columns = [ColSpec("double", name) for name in config.numeric_features]
+    columns += [ColSpec("string", name, required=False) for name in config.categorical_features]
+    order = {name: i for i, name in enumerate(config.features)}
+    inputs = Schema(sorted(columns, key=lambda c: order[c.name]))
+    return ModelSignature(inputs=inputs, outputs=infer_signature(sample, predictions).outputs)
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -245,8 +301,10 @@ def _trusted_types(model: Any) -> list[str]:
 def load_model(uri: str) -> Any:
     """Load a model of this platform's registry as a scikit-learn pipeline.
 
-    MLflow refuses to deserialise models unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true; the
-    platform only loads models it logged itself, each saved with skops and an explicit list of trusted types.
+    MLflow refuses to deserialise any model unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true, and
+    loading a model can run code from its artifact. The platform turns it on for this process (unless the
+    environment already decides) and only ever loads models from its own registry, which must therefore be
+    writable only by trusted users.
     """
     import mlflow
 
@@ -288,7 +346,6 @@ def train(
         ModelingError: The window is too small for the holdout rule, or the estimator fails.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     from retrainer import modeling
 
@@ -347,9 +404,9 @@ def train(
             model,
             name="model",
             skops_trusted_types=_trusted_types(model),
-            signature=infer_signature(sample, modeling.predict_for_metric(model, sample, config.task)),
+            signature=_signature(config, sample, modeling.predict_for_metric(model, sample, config.task)),
             input_example=sample,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(config),
         )
         mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
     return {
@@ -378,17 +435,27 @@ def evaluate(config: ProjectConfig, run_id: str) -> dict[str, Any]:
     from retrainer import modeling
 
     client = _client()
-    run = client.get_run(run_id)
-    tags = run.data.tags
+    tags = client.get_run(run_id).data.tags
+    if tags.get(f"{TAG}kind") != "candidate":
+        raise ValueError(f"MLflow run {run_id} is not a candidate run of the train step")
     catalog = Catalog(config)
     window = json.loads(tags[f"{TAG}window"])
     frame = catalog.load([catalog.get(b) for b in window])
-    holdout = modeling.split_holdout(frame, config, holdout_start=tags[f"{TAG}holdout_start"]).holdout
+    holdout_start = tags[f"{TAG}holdout_start"]
+    holdout = modeling.split_holdout(frame, config, holdout_start=holdout_start).holdout
     candidate_metrics = modeling.score(load_model(tags[f"{TAG}model_uri"]), holdout, config)
     champion = champion_version(config)
     champion_metrics = None
     if champion is not None:
-        champion_metrics = modeling.score(load_model(f"models:/{config.model_name}@{CHAMPION}"), holdout, config)
+        trained_until = client.get_run(champion.run_id).data.tags.get(f"{TAG}holdout_start", "")
+        if trained_until and parse_cutoff(trained_until) > parse_cutoff(holdout_start):
+            # e.g. a backfill of an old week: the champion trained on part of these rows and would be favoured.
+            raise ValueError(
+                f"champion v{champion.version} was trained on rows up to {trained_until}, after this cycle's "
+                f"holdout starts ({holdout_start}): the comparison would not be fair; use a later cutoff"
+            )
+        champion_model = load_model(f"models:/{config.model_name}/{champion.version}")
+        champion_metrics = modeling.score(champion_model, holdout, config)
     metric = config.metric.name
     for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):
         if scores is not None and metric not in scores:
@@ -516,6 +583,7 @@ def rollback(
     client.set_model_version_tag(config.model_name, current.version, f"{TAG}rolled_back_at", when)
     client.set_model_version_tag(config.model_name, current.version, f"{TAG}rollback_reason", reason)
     client.set_model_version_tag(config.model_name, target, f"{TAG}restored_at", when)
+    client.set_model_version_tag(config.model_name, target, f"{TAG}restore_reason", reason)
     return {
         "model": config.model_name,
         "from_version": str(current.version),
@@ -535,7 +603,8 @@ def record_cycle(config: ProjectConfig, cycle_id: str, **parts: Any) -> dict[str
             ``evaluation``, ``decision``), None for steps that did not run, plus ``trigger`` and ``error``.
     """
     catalog = Catalog(config)
-    batch_ids = (parts.get("ingest") or {}).get("pending", [])
+    ingested = parts.get("ingest") or {}
+    batch_ids = [*ingested.get("quarantined", []), *ingested.get("pending", [])]
     batches = {}
     for batch_id in batch_ids:
         try:
@@ -609,9 +678,12 @@ def run_cycle(
     parts: dict[str, Any] = {"trigger": trigger, "cutoff": when.isoformat()}
     try:
         parts["ingest"] = ingest(config, when)
-        parts["validation"] = validate(config, parts["ingest"]["pending"], context_root)
+        ingested = parts["ingest"]
+        parts["validation"] = validate(
+            config, ingested["pending"], context_root, quarantined_on_arrival=ingested["quarantined"]
+        )
         accepted = parts["validation"]["accepted"]
-        parts["drift"] = drift(config, accepted, cycle_id)
+        parts["drift"] = drift(config, accepted, cycle_id, ingested["champion_version"])
         parts["training"] = train(
             config,
             when,
@@ -625,4 +697,7 @@ def run_cycle(
         parts["decision"] = promote(config, parts["training"]["run_id"], parts["evaluation"], dry_run=dry_run)
     except (BatchRejectedError, NothingToTrainError) as error:
         parts["error"] = str(error)
+    except Exception as error:
+        record_cycle(config, cycle_id, **parts, error=f"{type(error).__name__}: {error}")
+        raise
     return record_cycle(config, cycle_id, **parts)

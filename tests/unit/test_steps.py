@@ -497,3 +497,76 @@ def test_cli_train_without_accepted_data_fails_with_one_line(synthetic_project: 
     result = _invoke("train", "--config", str(project.path), "--cutoff", "2024-03-01T00:00:00Z")
     assert result.exit_code == 1
     assert "no accepted batch ended by" in _plain(result.stderr)
+
+
+# -- fixes from review: late labels, changed files, unfair comparisons, signatures ------------------------------
+def test_unlabelled_newest_rows_are_neither_trained_on_nor_held_out(
+    synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    project = synth.make_project(tmp_path / "late", "late_labels")
+    project.land_and_accept([0])
+    late = synth.week(1, 200)
+    late["y"] = None  # labels for the newest week have not arrived yet
+    project.catalog.land(synth.batch_id(1), late)
+    project.catalog.register_new()
+    project.catalog.accept(synth.batch_id(1), {"success": True})
+    result = steps.train(project.config, synth.cutoff_after(1), "late")
+    evaluation = steps.evaluate(project.config, result["run_id"])
+    assert result["train_rows"] + result["holdout_rows"] == 200
+    assert evaluation["holdout_rows"] == result["holdout_rows"]
+
+
+def test_a_batch_changed_after_landing_is_quarantined_not_stuck(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = synth.make_project(tmp_path / "tamper", "tamper")
+    [batch] = project.land([0])
+    project.catalog.register_new()
+    landed = project.catalog.get(batch).uri
+    Path(landed).write_bytes(storage.parquet_bytes(synth.week(0, 50)))  # rewritten in place upstream
+    with pytest.raises(steps.BatchRejectedError, match="changed since it landed"):
+        steps.validate(project.config, [batch])
+    record = project.catalog.get(batch)
+    assert record.status is BatchStatus.QUARANTINED
+    report = json.loads(storage.read_bytes(storage.join(project.catalog.quarantine, batch, "validation.json")))
+    assert report["content_changed_since_landing"] is True
+    assert steps.ingest(project.config, synth.cutoff_after(0))["pending"] == []  # the next cycle is not blocked
+
+
+def test_an_unreadable_file_on_arrival_stops_the_cycle(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = synth.make_project(tmp_path / "garbage", "garbage")
+    project.land([0])
+    storage.write_bytes(storage.join(project.catalog.landing, "broken.parquet"), b"not parquet")
+    ingested = steps.ingest(project.config, synth.cutoff_after(0))
+    assert ingested["quarantined"] == ["broken"]
+    with pytest.raises(steps.BatchRejectedError, match="broken"):
+        steps.validate(project.config, [], quarantined_on_arrival=ingested["quarantined"])
+
+
+def test_evaluate_refuses_a_champion_trained_on_the_holdout(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = synth.make_project(tmp_path / "backfill", "backfill")
+    project.land_and_accept(range(3))
+    _cycle(project.config, synth.cutoff_after(2), "newest-first")  # the champion saw weeks 0-2
+    old = steps.train(project.config, synth.cutoff_after(1), "backfill-of-week-1")
+    with pytest.raises(ValueError, match="would not be fair"):
+        steps.evaluate(project.config, old["run_id"])
+
+
+def test_evaluate_refuses_a_run_that_is_not_a_candidate(lifecycle: SimpleNamespace) -> None:
+    import mlflow
+
+    with mlflow.start_run() as other:
+        pass
+    with pytest.raises(ValueError, match="not a candidate run"):
+        steps.evaluate(lifecycle.project.config, other.info.run_id)
+
+
+def test_signature_comes_from_the_schema_and_requirements_load_the_model(lifecycle: SimpleNamespace) -> None:
+    from mlflow.models import get_model_info
+
+    info = get_model_info(lifecycle.first.training["model_uri"])
+    inputs = {c["name"]: c["type"] for c in info.signature.inputs.to_dict()}
+    assert inputs == {"x1": "double", "x2": "double", "region": "string"}
+    from mlflow.pyfunc import get_model_dependencies
+
+    requirements = Path(get_model_dependencies(lifecycle.first.training["model_uri"])).read_text()
+    for package in ("scikit-learn==", "skops==", "pandas=="):
+        assert package in requirements
