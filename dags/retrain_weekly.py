@@ -12,11 +12,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, dag, get_current_context, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retrainer.config import ConfigError, ProjectConfig, load_config
+from retrainer_provider.assets import drift_alert
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ DOC = """
 ### Weekly retraining of `{model}`
 
 {description}
+
+Runs start on the weekly cron (`{cron}` UTC), on a **drift alert** (an event on the asset
+`drift_alert_{name}`: posted through the REST API, or a JSON file dropped into `{inbox}`), or by hand.
+The run's type says which (`scheduled`, `asset_triggered`, `manual`), and its first task logs the alert.
+An alert forces a retrain on the newest window even when no new batch arrived.
 
 Every run processes the batches whose period ended by its cutoff (the cron tick, or the `cutoff` param):
 
@@ -65,15 +71,32 @@ def _cutoff(context: dict[str, Any]) -> str:
 
 
 def _trigger(context: dict[str, Any]) -> str:
-    """Why the run started: scheduled, manual, backfill or asset_triggered."""
+    """Why the run started: scheduled, manual, backfill or drift_alert."""
     run_type = context["dag_run"].run_type
-    return str(getattr(run_type, "value", run_type))
+    run_type = str(getattr(run_type, "value", run_type))
+    return "drift_alert" if run_type == "asset_triggered" else run_type
+
+
+def _alerts(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alerts whose asset events started this run (none for scheduled and manual runs)."""
+    from retrainer.alerts import alerts_from_events
+
+    events = context.get("triggering_asset_events") or {}
+    return alerts_from_events([dict(event.extra or {}) for batch in events.values() for event in batch])
 
 
 def _cycle_id(context: dict[str, Any]) -> str:
     from retrainer.steps import safe_id
 
     return safe_id(context["dag_run"].run_id)
+
+
+def _inbox(project: ProjectConfig) -> str:
+    from retrainer.alerts import inbox_folder
+
+    if "://" in project.data.root_uri:
+        return "(no inbox watcher for object stores yet: use the REST API)"
+    return str(inbox_folder(project.data.root_uri))
 
 
 def _mlflow() -> None:
@@ -89,7 +112,10 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     @dag(
         dag_id=f"retrain_{project.name}",
         description=f"Weekly retraining of {project.model_name}: validate, drift, train, evaluate, promote",
-        schedule=CronTriggerTimetable(project.schedule.cron, timezone="UTC"),
+        # Weekly, or at once when a drift alert arrives (REST API or the project's alert inbox).
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(project.schedule.cron, timezone="UTC"), assets=drift_alert(project)
+        ),
         start_date=project.schedule.start_date,
         end_date=project.schedule.end_date,
         catchup=project.schedule.catchup,
@@ -100,6 +126,9 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         doc_md=DOC.format(
             model=project.model_name,
             description=project.description,
+            cron=project.schedule.cron,
+            name=project.name,
+            inbox=_inbox(project),
             root=project.data.root_uri,
             suite=project.validation.suite,
             window=project.window.batches,
@@ -135,6 +164,10 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
 
             context = get_current_context()
             result = steps.ingest(load_config(path), _cutoff(context))
+            result["trigger"] = _trigger(context)
+            result["alerts"] = _alerts(context)
+            for alert in result["alerts"]:
+                log.info("started by %s", alert["summary"])
             log.info(
                 "ingest: %d new batch(es) registered, %d pending up to %s: %s",
                 len(result["registered"]),
@@ -187,7 +220,8 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                     trigger=_trigger(context),
                     window_batches=params.get("window_batches"),
                     max_train_rows=params.get("max_train_rows"),
-                    require_new_data=None if params.get("force") else validated["accepted"],
+                    # An alert asks for a retrain on the newest data even when no new batch arrived.
+                    require_new_data=None if params.get("force") or _alerts(context) else validated["accepted"],
                 )
             except steps.NothingToTrainError as error:
                 raise AirflowSkipException(str(error)) from None
@@ -253,6 +287,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 load_config(path),
                 _cycle_id(context),
                 trigger=_trigger(context),
+                alerts=(parts["ingest"] or {}).get("alerts", []),
                 cutoff=_cutoff(context),
                 ingest=parts["ingest"],
                 validation=parts["validate"],
@@ -260,7 +295,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 training=parts["train"],
                 evaluation=parts["evaluate"],
                 decision=parts["promote"],
-                error=_error_of(parts, bool(context["params"].get("force"))),
+                error=_error_of(parts, bool(context["params"].get("force")) or bool(_alerts(context))),
             )
             log.info(
                 "record: cycle %s: %s",

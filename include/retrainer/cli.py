@@ -230,11 +230,20 @@ def report(
         return
     metric = project.metric.name
     table = Table(title=f"Retraining cycles of {project.model_name}")
-    for column in ("week", "validation", "drift share", f"champion {metric}", f"candidate {metric}", "decision"):
+    for column in (
+        "week",
+        "trigger",
+        "validation",
+        "drift share",
+        f"champion {metric}",
+        f"candidate {metric}",
+        "decision",
+    ):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row["week"],
+            row["trigger"],
             row["validation"],
             _fmt(row["drift_share"]),
             _fmt(row["champion"]),
@@ -242,6 +251,44 @@ def report(
             row["decision"],
         )
     out.print(table)
+
+
+@app.command()
+def alert(
+    config: ConfigOption,
+    reason: Annotated[str, typer.Option(help="One line a person can read in the Airflow UI.")],
+    source: Annotated[str, typer.Option(help="Who raises it.")] = "cli",
+    kind: Annotated[str, typer.Option(help="data_drift, concept_drift or external.")] = "external",
+    via: Annotated[str, typer.Option(help="api (Airflow REST API of the local stack) or inbox (a file).")] = "api",
+) -> None:
+    """Raise a drift alert: the project's retrain DAG starts within seconds."""
+    from retrainer import alerts
+
+    project = _load(config)
+    try:
+        raised = alerts.parse_alert({"kind": kind, "source": source, "reason": reason})
+    except alerts.AlertError as error:
+        _fail(str(error))
+    if via == "inbox":
+        if "://" in project.data.root_uri:
+            _fail(f"{project.name} keeps its data in {project.data.root_uri}: no inbox watcher; use --via api")
+        path = alerts.drop_in_inbox(alerts.inbox_folder(project.data.root_uri), raised)
+        _emit({"dropped": str(path)})
+        return
+    if via != "api":
+        _fail(f"--via must be api or inbox, not {via!r}")
+    from retrainer import stack
+    from retrainer.airflow_api import AirflowApiError, AirflowClient
+
+    status = stack.stack_status(stack.StackSettings.from_env())
+    if not status.airflow_healthy:
+        _fail("the local Airflow is not running: start it with `retrainer stack up`, or use --via inbox")
+    try:
+        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+            event = client.create_asset_event(alerts.asset_uri(project.name), raised.model_dump(mode="json"))
+    except AirflowApiError as error:
+        _fail(str(error))
+    _emit({"asset_event": event.get("id"), "asset": alerts.asset_uri(project.name)})
 
 
 @demo_app.command("land")

@@ -643,6 +643,7 @@ def cycle_table(config: ProjectConfig) -> list[dict[str, Any]]:
         rows.append(
             {
                 "cycle": record["cycle_id"],
+                "trigger": record.get("trigger", ""),
                 "week": ", ".join(batches) or "-",
                 "validation": ", ".join(sorted(set(batches.values()))) or "-",
                 "drift_share": drift_part.get("share_drifted"),

@@ -68,12 +68,19 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
 
 
-def test_schedule_is_weekly_cron_from_config(dagbag) -> None:
+def test_schedule_is_weekly_cron_or_a_drift_alert(dagbag) -> None:
+    from airflow.sdk import AssetOrTimeSchedule
     from airflow.timetables.trigger import CronTriggerTimetable
 
     dag = dagbag.dags["retrain_flights_arr_delay"]
-    assert isinstance(dag.timetable, CronTriggerTimetable)
-    assert dag.timetable._expression == "0 3 * * 1"
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert isinstance(dag.timetable.timetable, CronTriggerTimetable)
+    assert dag.timetable.timetable._expression == "0 3 * * 1"
+    alert = dag.timetable.asset_condition
+    assert alert.name == "drift_alert_flights_arr_delay"
+    [watcher] = alert.watchers
+    assert type(watcher.trigger).__name__ == "AlertInboxTrigger"
+    assert watcher.trigger.directory.endswith("flights_arr_delay/alerts/inbox")
     assert dag.catchup is True  # the demo replays its weeks; see projects/flights.yaml
 
 

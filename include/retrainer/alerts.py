@@ -1,0 +1,162 @@
+"""Drift alerts: what an alert says, and the inbox where outside monitors drop them.
+
+An alert asks for a retrain of one project now, instead of at the next weekly tick. It reaches Airflow as an
+asset event on the project's ``drift_alert`` asset, either through the Airflow REST API or as a JSON file
+dropped into the project's inbox (``<root_uri>/alerts/inbox/``), which an asset watcher claims. A claimed file
+is moved to ``processed/`` (or, if it is not a valid alert, to ``rejected/`` with the reason), never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class AlertError(ValueError):
+    """An alert is not valid JSON or lacks what an alert needs."""
+
+
+class AlertKind(StrEnum):
+    """What the alert is about."""
+
+    DATA_DRIFT = "data_drift"
+    CONCEPT_DRIFT = "concept_drift"
+    EXTERNAL = "external"
+
+
+class DriftAlert(BaseModel):
+    """One alert.
+
+    Attributes:
+        kind: Data drift, concept drift (the champion's error grew), or an external monitor's own reason.
+        source: Who raised it (e.g. ``drift-monitor``, ``grafana``, ``on-call``).
+        reason: One line a person can read in the Airflow UI.
+        batch_ids: The batches that showed the drift, if known.
+        drift: A machine-readable drift summary, if the source has one.
+        report_uri: Where the full report is, if anywhere.
+        raised_at: When the alert was raised (UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: AlertKind = AlertKind.EXTERNAL
+    source: str = Field(default="external", min_length=1)
+    reason: str = ""
+    batch_ids: list[str] = Field(default_factory=list)
+    drift: dict[str, Any] | None = None
+    report_uri: str | None = None
+    raised_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def describe(self) -> str:
+        """One line for logs and the UI."""
+        batches = f" on {', '.join(self.batch_ids)}" if self.batch_ids else ""
+        return f"{self.kind.value} alert from {self.source}{batches}" + (f": {self.reason}" if self.reason else "")
+
+
+def parse_alert(raw: str | bytes | dict[str, Any], origin: str = "alert") -> DriftAlert:
+    """Validate an alert from JSON text or a mapping.
+
+    Raises:
+        AlertError: Not JSON, not an object, or a field is wrong (the message names it).
+    """
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise AlertError(f"{origin} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise AlertError(f"{origin} must be a JSON object, got {type(raw).__name__}")
+    try:
+        return DriftAlert.model_validate(raw)
+    except ValidationError as error:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors())
+        raise AlertError(f"{origin} is not a valid alert: {fields}") from None
+
+
+def inbox_folder(root_uri: str) -> Path:
+    """The alert inbox of a project whose batch store is the local folder ``root_uri``."""
+    return Path(root_uri) / "alerts" / "inbox"
+
+
+def claim_next(inbox: Path) -> tuple[Path, DriftAlert | AlertError] | None:
+    """Take the oldest ``*.json`` file out of the inbox.
+
+    The file is moved (same file system, atomic) to ``processed/`` when it is a valid alert, or to
+    ``rejected/`` beside a ``.error.txt`` naming what is wrong. Files still being written should be dropped
+    under another name (e.g. ``.tmp``) and renamed to ``.json`` when complete.
+
+    Returns:
+        Where the file now is and the alert (or the error), or None when the inbox is empty.
+    """
+    if not inbox.is_dir():
+        return None
+    candidates = sorted(inbox.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    for path in candidates:
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:  # claimed by someone else meanwhile
+            continue
+        try:
+            outcome: DriftAlert | AlertError = parse_alert(content, origin=path.name)
+            folder = inbox / "processed"
+        except AlertError as error:
+            outcome, folder = error, inbox / "rejected"
+        folder.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        target = folder / f"{stamp}-{path.name}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            continue
+        if isinstance(outcome, AlertError):
+            target.with_suffix(".error.txt").write_text(f"{outcome}\n")
+        return target, outcome
+    return None
+
+
+def alerts_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Readable alerts from the ``extra`` of the asset events that started a run.
+
+    An inbox event carries ``{"payload": {"alert": {...}, "via": "inbox"}}``; an event posted through the REST
+    API carries the alert's fields directly. An event whose payload is not a valid alert still asked for a
+    retrain; it is reported with the reason instead of being dropped.
+
+    Returns:
+        One dict per event: the alert's fields plus ``via`` and ``summary``, or ``invalid`` with the reason.
+    """
+    alerts = []
+    for extra in extras:
+        payload = extra.get("payload", extra) if isinstance(extra, dict) else {}
+        via = payload.get("via", "rest_api") if isinstance(payload, dict) else "rest_api"
+        raw = payload.get("alert", payload) if isinstance(payload, dict) else payload
+        if isinstance(raw, dict):  # drop Airflow's own markers (from_rest_api, from_trigger) and ours
+            raw = {k: v for k, v in raw.items() if k != "via" and not k.startswith("from_")}
+        try:
+            alert = parse_alert(raw, origin=f"alert via {via}")
+        except AlertError as error:
+            alerts.append({"via": via, "invalid": str(error), "summary": f"invalid alert via {via}"})
+            continue
+        alerts.append({**alert.model_dump(mode="json"), "via": via, "summary": alert.describe()})
+    return alerts
+
+
+def asset_uri(project_name: str) -> str:
+    """The URI of a project's drift-alert asset in Airflow (``POST /api/v2/assets/events`` needs its id)."""
+    return f"retrainer://{project_name}/drift-alert"
+
+
+def drop_in_inbox(inbox: Path, alert: DriftAlert) -> Path:
+    """Write an alert into an inbox atomically (a temporary name, then renamed to ``.json``)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    final = inbox / f"{stamp}-{alert.source}.json"
+    partial = final.with_suffix(".tmp")
+    partial.write_text(alert.model_dump_json(indent=2))
+    os.replace(partial, final)
+    return final

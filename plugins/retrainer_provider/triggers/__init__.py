@@ -1,0 +1,1 @@
+"""Triggers of the retraining platform (they run in the Airflow triggerer)."""
