@@ -6,6 +6,7 @@ and small summaries through XCom, never data. Heavy libraries are imported insid
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import timedelta
@@ -158,6 +159,23 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     )
     def retrain() -> None:
         @task(retries=3)
+        def gate() -> dict[str, Any]:
+            """Alert-triggered runs: apply the cooldown and record each alert's outcome. Others pass."""
+            from retrainer import steps
+
+            context = get_current_context()
+            alerts = _alerts(context)
+            if not alerts:
+                return {"decision": "not_an_alert", "trigger": _trigger(context)}
+            result = steps.gate_alerts(load_config(path), alerts, _cycle_id(context))
+            for alert in alerts:
+                log.info("%s: %s", result["decision"], alert["summary"])
+            if result["decision"] == "suppressed":
+                raise AirflowSkipException(f"retrain suppressed: {result['reason']}")
+            log.info("gate: %s", result["reason"])
+            return result
+
+        @task(retries=3)
         def ingest() -> dict[str, Any]:
             """Register newly landed batches and list those this cycle processes."""
             from retrainer import steps
@@ -281,13 +299,14 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             ti = context["ti"]
             parts = {
                 name: ti.xcom_pull(task_ids=name)
-                for name in ("ingest", "validate", "drift", "train", "evaluate", "promote")
+                for name in ("gate", "ingest", "validate", "drift", "train", "evaluate", "promote")
             }
             outcome = steps.record_cycle(
                 load_config(path),
                 _cycle_id(context),
                 trigger=_trigger(context),
-                alerts=(parts["ingest"] or {}).get("alerts", []),
+                alerts=_alerts(context),
+                gate=_gate_outcome(path, parts["gate"], context),
                 cutoff=_cutoff(context),
                 ingest=parts["ingest"],
                 validation=parts["validate"],
@@ -309,20 +328,35 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             """Fails the run when any step failed (``record`` always succeeds, so it cannot tell)."""
             raise AirflowFailException("a step of this cycle failed: see the failed task's log")
 
+        gated = gate()
         ingested = ingest()
+        gated >> ingested
         validated = validate(ingested)
         trained = train(validated)
         evaluation = evaluate(trained)
         decided = promote(trained, evaluation)
         drifted = drift(ingested, validated)
         [drifted, decided] >> record()
-        [ingested, validated, drifted, trained, evaluation, decided] >> watcher()
+        [gated, ingested, validated, drifted, trained, evaluation, decided] >> watcher()
 
     return retrain()
 
 
+def _gate_outcome(path: str, gate: dict[str, Any] | None, context: dict[str, Any]) -> dict[str, Any] | None:
+    """The gate's result; a suppressed gate returned nothing (it skipped), so its recorded outcome is read."""
+    if gate is not None or not _alerts(context):
+        return gate
+    from retrainer import storage
+    from retrainer.catalog import Catalog
+
+    uri = storage.join(Catalog(load_config(path)).reports, "alerts", f"{_cycle_id(context)}.json")
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+
+
 def _error_of(parts: dict[str, Any], force: bool) -> str | None:
     """Why a cycle ended without a decision, read from which steps returned a result (see the task logs)."""
+    if (parts.get("gate") or {}).get("decision") == "suppressed":
+        return None
     if parts["ingest"] is None:
         return "ingest failed"
     if parts["validate"] is None:

@@ -204,6 +204,17 @@ class HoldoutConfig(_Strict):
     min_rows: int = Field(default=50, ge=1)
 
 
+class AlertPolicyConfig(_Strict):
+    """What a drift alert may start.
+
+    Attributes:
+        cooldown_minutes: No second alert-triggered retrain of the project within this many minutes of the last
+            one; alerts in between are recorded as suppressed. Bursts of alerts thereby start one retrain.
+    """
+
+    cooldown_minutes: float = Field(default=60.0, ge=0)
+
+
 class ValidationConfig(_Strict):
     """The Great Expectations suite every new batch must pass."""
 
@@ -266,6 +277,7 @@ class ProjectConfig(_Strict):
     window: WindowConfig = Field(default_factory=WindowConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
     validation: ValidationConfig
+    alerts: AlertPolicyConfig = Field(default_factory=AlertPolicyConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,43 @@ def _set_experiment(config: ProjectConfig) -> None:
     import mlflow
 
     mlflow.set_experiment(config.name)
+
+
+# -- alert policy -------------------------------------------------------------------------------------------
+def gate_alerts(
+    config: ProjectConfig, alerts: list[dict[str, Any]], cycle_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Decide whether the alerts that started a run may retrain now, and record every alert's outcome.
+
+    A retrain started by an alert is suppressed when the last alert-triggered retrain of the project happened
+    less than ``alerts.cooldown_minutes`` ago (read from the cycle records). The outcome of each alert,
+    triggered or suppressed and why, is written to ``reports/alerts/<cycle_id>.json``.
+
+    Returns:
+        ``decision`` (``triggered`` or ``suppressed``), ``reason`` and the ``alerts``.
+    """
+    now = now or datetime.now(UTC)
+    cooldown = timedelta(minutes=config.alerts.cooldown_minutes)
+    last = None
+    catalog = Catalog(config)
+    for uri in storage.list_files(storage.join(catalog.reports, "cycles"), "*.json"):
+        record = json.loads(storage.read_bytes(uri))
+        if record.get("trigger") == "drift_alert" and record.get("training"):
+            when = parse_cutoff(record["recorded_at"])
+            last = when if last is None or when > last else last
+    if last is not None and now - last < cooldown:
+        decision = "suppressed"
+        reason = (
+            f"cooldown: the last alert-triggered retrain ended at {last.isoformat(timespec='seconds')}, "
+            f"less than {config.alerts.cooldown_minutes:g} min ago"
+        )
+    else:
+        decision, reason = "triggered", f"{len(alerts)} alert(s) start one retrain"
+    outcome = {"cycle_id": cycle_id, "decided_at": now.isoformat(timespec="seconds"), "decision": decision}
+    outcome |= {"reason": reason, "alerts": alerts}
+    target = storage.join(catalog.reports, "alerts", f"{safe_id(cycle_id)}.json")
+    storage.write_bytes(target, json.dumps(outcome, indent=2, default=str).encode())
+    return outcome
 
 
 # -- ingest -------------------------------------------------------------------------------------------------
@@ -636,6 +673,8 @@ def cycle_table(config: ProjectConfig) -> list[dict[str, Any]]:
                 if decision.get("version")
                 else (f"dry run: {decision.get('verdict')}")
             )
+        elif (record.get("gate") or {}).get("decision") == "suppressed":
+            outcome = "suppressed: cooldown"
         elif record.get("error"):
             outcome = f"stopped: {record['error'].split(':')[0]}"
         else:

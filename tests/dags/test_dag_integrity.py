@@ -52,7 +52,19 @@ def test_dag_policy(dagbag) -> None:
 def test_retrain_dag_shape(dagbag) -> None:
     dag = dagbag.dags["retrain_flights_arr_delay"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"ingest", "validate", "drift", "train", "evaluate", "promote", "record", "watcher"}
+    assert set(tasks) == {
+        "gate",
+        "ingest",
+        "validate",
+        "drift",
+        "train",
+        "evaluate",
+        "promote",
+        "record",
+        "watcher",
+    }
+    # Alert-triggered runs pass the cooldown gate first; everything else waits for it.
+    assert tasks["gate"].downstream_task_ids == {"ingest", "watcher"}
     # Fail closed: training waits for validation; a data failure is never retried.
     assert tasks["validate"].downstream_task_ids == {"drift", "train", "watcher"}
     assert tasks["validate"].retries >= 2  # storage errors are transient; a rejected batch fails at once
@@ -63,7 +75,7 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert tasks["watcher"].upstream_task_ids == set(tasks) - {"record", "watcher"}
     assert tasks["record"].trigger_rule == "all_done"
     assert set(tasks["record"].upstream_task_ids) == {"drift", "promote"}
-    for step in ("ingest", "validate", "drift", "train", "evaluate", "promote"):
+    for step in ("gate", "ingest", "validate", "drift", "train", "evaluate", "promote"):
         assert tasks[step].retries >= 2, f"{step} should retry transient failures"
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
 

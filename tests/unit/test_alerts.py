@@ -99,3 +99,27 @@ def test_inbox_trigger_yields_the_alert_and_skips_invalid_files(tmp_path: Path) 
     assert event.payload["via"] == "inbox"
     assert event.payload["alert"]["source"] == "mon"
     assert next(p.name for p in (inbox / "rejected").glob("*.json")).endswith("0-bad.json")
+
+
+def test_gate_suppresses_alert_retrains_within_the_cooldown(synth, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from retrainer import steps, storage
+
+    project = synth.make_project(tmp_path / "gate", "gate")
+    config = project.config  # default cooldown: 60 minutes
+    alert = [{"source": "mon", "summary": "external alert from mon"}]
+    first = steps.gate_alerts(config, alert, "alert-1")
+    assert first["decision"] == "triggered"
+    # A scheduled retrain does not start the cooldown; an alert-triggered one does.
+    steps.record_cycle(config, "weekly", trigger="scheduled", training={"run_id": "r0"})
+    assert steps.gate_alerts(config, alert, "alert-2")["decision"] == "triggered"
+    steps.record_cycle(config, "alert-1", trigger="drift_alert", training={"run_id": "r1"})
+    second = steps.gate_alerts(config, alert, "alert-3")
+    assert second["decision"] == "suppressed" and "cooldown" in second["reason"]
+    later = datetime.now(UTC) + timedelta(minutes=61)
+    assert steps.gate_alerts(config, alert, "alert-4", now=later)["decision"] == "triggered"
+    # Every alert's outcome is on record.
+    records = storage.list_files(storage.join(project.catalog.reports, "alerts"), "*.json")
+    assert len(records) == 4
+    assert json.loads(storage.read_bytes(records[2]))["decision"] == "suppressed"
