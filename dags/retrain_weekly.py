@@ -1,4 +1,8 @@
-"""Weekly retraining: one DAG per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
+"""Retraining DAGs, two per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
+
+- ``retrain_<project>``: the retraining cycle, weekly or on a drift alert.
+- ``monitor_<project>``: when batches land, validate them and measure drift; raise a drift alert if the
+  project's drift rule fires, which starts ``retrain_<project>`` within seconds.
 
 This file only wires steps. The work is done by ``retrainer.steps``; tasks hand each other batch ids, run ids
 and small summaries through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
@@ -18,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retrainer.config import ConfigError, ProjectConfig, load_config
-from retrainer_provider.assets import drift_alert
+from retrainer_provider.assets import batches_landed, drift_alert
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,51 @@ def _mlflow() -> None:
     MlflowHook().configure()
 
 
+# Steps shared by the retrain and monitor DAGs; each logs one line saying what happened.
+def _ingest(path: str) -> dict[str, Any]:
+    from retrainer import steps
+
+    context = get_current_context()
+    result = steps.ingest(load_config(path), _cutoff(context))
+    result["trigger"] = _trigger(context)
+    result["alerts"] = _alerts(context)
+    for alert in result["alerts"]:
+        log.info("started by %s", alert["summary"])
+    log.info(
+        "ingest: %d new batch(es) registered, %d pending up to %s: %s",
+        len(result["registered"]),
+        len(result["pending"]),
+        _cutoff(context),
+        ", ".join(result["pending"]) or "none",
+    )
+    return result
+
+
+def _validate(path: str, ingested: dict[str, Any]) -> dict[str, Any]:
+    from retrainer import steps
+
+    try:
+        result = steps.validate(
+            load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
+        )
+    except steps.BatchRejectedError as error:
+        raise AirflowFailException(str(error)) from None
+    log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
+    return result
+
+
+def _drift(path: str, ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+    from retrainer import steps
+
+    _mlflow()
+    context = get_current_context()
+    result = steps.drift(
+        load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
+    )
+    log.info("drift: %s", result["summary"])
+    return result
+
+
 def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     """The weekly retraining DAG of one project."""
     path = str(config_path)
@@ -178,49 +227,17 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         @task(retries=3)
         def ingest() -> dict[str, Any]:
             """Register newly landed batches and list those this cycle processes."""
-            from retrainer import steps
-
-            context = get_current_context()
-            result = steps.ingest(load_config(path), _cutoff(context))
-            result["trigger"] = _trigger(context)
-            result["alerts"] = _alerts(context)
-            for alert in result["alerts"]:
-                log.info("started by %s", alert["summary"])
-            log.info(
-                "ingest: %d new batch(es) registered, %d pending up to %s: %s",
-                len(result["registered"]),
-                len(result["pending"]),
-                _cutoff(context),
-                ", ".join(result["pending"]) or "none",
-            )
-            return result
+            return _ingest(path)
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
             """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
-            from retrainer import steps
-
-            try:
-                result = steps.validate(
-                    load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
-                )
-            except steps.BatchRejectedError as error:
-                raise AirflowFailException(str(error)) from None
-            log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
-            return result
+            return _validate(path, ingested)
 
         @task
         def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
             """Evidently drift of the new batches against the training data of the cycle's starting champion."""
-            from retrainer import steps
-
-            _mlflow()
-            context = get_current_context()
-            result = steps.drift(
-                load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
-            )
-            log.info("drift: %s", result["summary"])
-            return result
+            return _drift(path, ingested, validated)
 
         @task
         def train(validated: dict[str, Any]) -> dict[str, Any]:
@@ -230,16 +247,19 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             _mlflow()
             context = get_current_context()
             params = context["params"]
+            config = load_config(path)
             try:
                 result = steps.train(
-                    load_config(path),
+                    config,
                     _cutoff(context),
                     _cycle_id(context),
                     trigger=_trigger(context),
                     window_batches=params.get("window_batches"),
                     max_train_rows=params.get("max_train_rows"),
                     # An alert asks for a retrain on the newest data even when no new batch arrived.
-                    require_new_data=None if params.get("force") or _alerts(context) else validated["accepted"],
+                    require_new_data=None
+                    if params.get("force") or _alerts(context)
+                    else steps.untrained_batches(config, _cutoff(context), params.get("window_batches")),
                 )
             except steps.NothingToTrainError as error:
                 raise AirflowSkipException(str(error)) from None
@@ -362,13 +382,83 @@ def _error_of(parts: dict[str, Any], force: bool) -> str | None:
     if parts["validate"] is None:
         return "validation failed: a batch was quarantined or could not be validated, nothing trained"
     if parts["train"] is None:
-        if not force and not parts["validate"].get("accepted"):
-            return "no new accepted batch: nothing to retrain"
+        if not force:
+            return "no new accepted batch (or training failed: see the train task)"
         return "training failed"
     for name in ("evaluate", "promote"):
         if parts[name] is None:
             return f"{name} failed"
     return None
+
+
+MONITOR_DOC = """
+### Drift monitor of `{model}`
+
+Runs whenever new batch files land in `{landing}` (an asset watcher on the landing zone, no polling task).
+It registers and validates them (a failing batch is quarantined, as in the weekly cycle), compares them with
+the champion's training data (Evidently), and when the drift rule fires (share of drifted columns at least
+{share:.0%}, or a key feature drifted: {keys}) emits an event on `drift_alert_{name}` carrying the alert
+(batches, drift summary, report), which starts `retrain_{name}`.
+"""
+
+
+def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
+    """The drift monitor DAG of one project, scheduled on its landing zone."""
+    path = str(config_path)
+    alert_asset = drift_alert(project)
+
+    @dag(
+        dag_id=f"monitor_{project.name}",
+        description=f"Validate and check drift of new {project.name} batches; raise a drift alert",
+        schedule=batches_landed(project),
+        start_date=project.schedule.start_date,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        dagrun_timeout=timedelta(minutes=30),
+        tags=["retraining", "drift-monitor", project.name],
+        doc_md=MONITOR_DOC.format(
+            model=project.model_name,
+            name=project.name,
+            landing=f"{project.data.root_uri}/landing",
+            share=project.drift.share_threshold,
+            keys=", ".join(project.drift.key_features) or "none",
+        ),
+    )
+    def monitor() -> None:
+        @task(retries=3)
+        def ingest() -> dict[str, Any]:
+            """Register the batches that landed."""
+            return _ingest(path)
+
+        @task
+        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+            """Great Expectations; fail closed."""
+            return _validate(path, ingested)
+
+        @task
+        def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+            """Evidently drift against the champion's training data."""
+            return _drift(path, ingested, validated)
+
+        @task(outlets=[alert_asset])
+        def raise_alert(validated: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
+            """Emit the drift alert (an asset event with the alert as payload) when the drift rule fired."""
+            from retrainer.alerts import alert_from_drift
+
+            alert = alert_from_drift(drifted, validated["accepted"])
+            if alert is None:
+                raise AirflowSkipException(f"no alert: {drifted['summary']}")
+            payload = {"alert": alert.model_dump(mode="json"), "via": "drift-monitor"}
+            get_current_context()["outlet_events"][alert_asset].extra = payload
+            log.info("raised %s", alert.describe())
+            return payload
+
+        ingested = ingest()
+        validated = validate(ingested)
+        raise_alert(validated, drift(ingested, validated))
+
+    return monitor()
 
 
 def _invalid_project_dag(config_path: Path, error: Exception) -> DAG:
@@ -408,6 +498,7 @@ def _load_projects(folder: Path) -> None:
             continue
         seen[project.name] = config_path
         globals()[f"retrain_{project.name}"] = build_dag(config_path, project)
+        globals()[f"monitor_{project.name}"] = build_monitor_dag(config_path, project)
 
 
 _load_projects(PROJECTS_DIR)

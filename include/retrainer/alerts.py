@@ -160,3 +160,41 @@ def drop_in_inbox(inbox: Path, alert: DriftAlert) -> Path:
     partial.write_text(alert.model_dump_json(indent=2))
     os.replace(partial, final)
     return final
+
+
+def announce_new_landings(landing: Path, catalog: Path, announced: Path, pattern: str = "*.parquet") -> list[str]:
+    """Batch ids of files in ``landing`` that the catalog does not know and nobody announced yet.
+
+    Each is marked in ``announced`` so that a batch starts the drift monitor once, even if the monitor
+    registers it only later.
+    """
+    if not landing.is_dir():
+        return []
+    announced.mkdir(parents=True, exist_ok=True)
+    new = []
+    for path in sorted(landing.glob(pattern)):
+        batch_id = path.name.rsplit(".", 1)[0]
+        marker = announced / batch_id
+        if (catalog / f"{batch_id}.json").exists() or marker.exists():
+            continue
+        marker.touch()
+        new.append(batch_id)
+    return new
+
+
+def alert_from_drift(drift_result: dict[str, Any], batch_ids: list[str]) -> DriftAlert | None:
+    """The data-drift alert of a drift step's result, or None when the project's drift rule did not fire."""
+    if drift_result.get("status") != "computed" or not drift_result.get("drift_detected"):
+        return None
+    reports = [uri for uri in drift_result.get("report_uris", []) if uri.endswith(".html")]
+    return DriftAlert(
+        kind=AlertKind.DATA_DRIFT,
+        source="drift-monitor",
+        reason=drift_result.get("summary", ""),
+        batch_ids=batch_ids,
+        drift={
+            "share_drifted": drift_result.get("share_drifted"),
+            "reference_version": drift_result.get("reference_version"),
+        },
+        report_uri=reports[0] if reports else None,
+    )

@@ -304,6 +304,28 @@ def drift(
     }
 
 
+def untrained_batches(
+    config: ProjectConfig, cutoff: str | datetime | None, window_batches: int | None = None
+) -> list[str]:
+    """Accepted batches of the cycle's window that no earlier candidate was trained on: the cycle's new data.
+
+    This, not "validated in this run", decides whether a weekly cycle retrains, so a batch validated earlier
+    (by the drift monitor, or a run that failed later) still counts as new until a candidate used it.
+    """
+    import mlflow
+
+    window = Catalog(config).window(parse_cutoff(cutoff), window_batches or config.window.batches)
+    experiment = mlflow.get_experiment_by_name(config.name)
+    used: set[str] = set()
+    if experiment is not None:
+        runs = mlflow.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{TAG}kind` = 'candidate'", output_format="list"
+        )
+        for run in runs:
+            used.update(json.loads(run.data.tags.get(f"{TAG}window", "[]")))
+    return [r.batch_id for r in window if r.batch_id not in used]
+
+
 # -- train --------------------------------------------------------------------------------------------------
 def _pip_requirements(config: ProjectConfig) -> list[str]:
     """What loading the logged pipeline needs: scikit-learn, skops (its format), pandas, and the estimator's
@@ -731,7 +753,7 @@ def run_cycle(
             trigger=trigger,
             window_batches=window_batches,
             max_train_rows=max_train_rows,
-            require_new_data=None if force else accepted,
+            require_new_data=None if force else untrained_batches(config, when, window_batches),
         )
         parts["evaluation"] = evaluate(config, parts["training"]["run_id"])
         parts["decision"] = promote(config, parts["training"]["run_id"], parts["evaluation"], dry_run=dry_run)

@@ -80,6 +80,20 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
 
 
+def test_monitor_dag_runs_when_batches_land_and_emits_the_drift_alert(dagbag) -> None:
+    dag = dagbag.dags["monitor_flights_arr_delay"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"ingest", "validate", "drift", "raise_alert"}
+    assert tasks["validate"].downstream_task_ids == {"drift", "raise_alert"}
+    landed = dag.timetable.asset_condition
+    assert landed.uri == "retrainer://flights_arr_delay/batches"
+    [watcher] = landed.watchers
+    assert type(watcher.trigger).__name__ == "LandingTrigger"
+    [outlet] = tasks["raise_alert"].outlets
+    assert outlet.name == "drift_alert_flights_arr_delay"
+    assert dag.catchup is False  # landings, not the calendar, start it
+
+
 def test_schedule_is_weekly_cron_or_a_drift_alert(dagbag) -> None:
     from airflow.sdk import AssetOrTimeSchedule
     from airflow.timetables.trigger import CronTriggerTimetable

@@ -164,3 +164,63 @@ def test_a_weekly_retrain_and_an_alert_retrain_run_one_after_the_other(client: A
     assert manual_run["state"] == alert_run["state"] == "success"
     first, second = sorted([manual_run, alert_run], key=lambda r: r["start_date"])
     assert first["end_date"] <= second["start_date"], "two retrains of one model ran at once"
+
+
+# -- the drift monitor: batches land -> validate -> drift -> alert -> retrain ---------------------------------
+MONITOR = f"monitor_{PROJECT}"
+
+
+def _week_copy(project: Path, shift_days: int) -> Any:
+    """The demo's second week with timestamps moved: the same distribution the champion trained on."""
+    import pandas as pd
+
+    config = load_config(project)
+    frame = demo.week_frame(
+        demo.flights_with_weather(), demo.week_starts(demo.DEMO_START, 2)[1], list(config.schema_.columns)
+    )
+    frame["time_hour"] = frame["time_hour"] + pd.Timedelta(days=shift_days)
+    return frame
+
+
+def _next_monitor_run(client: AirflowClient, seen: int, timeout: float = 120) -> dict[str, Any]:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        runs = client.list_dag_runs(MONITOR)
+        if len(runs) > seen:
+            return client.wait_for_dag_run(MONITOR, runs[-1]["dag_run_id"], timeout=600)
+        time.sleep(0.5)
+    raise AssertionError(f"the monitor did not start within {timeout} s of a batch landing")
+
+
+def test_monitor_raises_no_alert_for_a_batch_without_drift(client: AirflowClient, project: Path) -> None:
+    from retrainer.catalog import Catalog
+
+    client.unpause(MONITOR)
+    seen_alerts = len(_alert_runs(client))
+    Catalog(load_config(project)).land("2013-01-21", _week_copy(project, 7))
+    run = _next_monitor_run(client, 0)
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(MONITOR, run["dag_run_id"])}
+    assert run["state"] == "success" and states["validate"] == "success", states
+    assert states["raise_alert"] == "skipped"
+    time.sleep(5)
+    assert len(_alert_runs(client)) == seen_alerts
+
+
+def test_monitor_alerts_on_a_drifted_batch_and_a_retrain_follows(client: AirflowClient, project: Path) -> None:
+    from retrainer.catalog import Catalog
+
+    seen_alerts = len(_alert_runs(client))
+    drifted = _week_copy(project, 14)
+    drifted["dep_delay"] = drifted["dep_delay"] + 90  # a key feature of the demo's drift rule
+    drifted["temp"] = drifted["temp"] + 35
+    Catalog(load_config(project)).land("2013-01-28", drifted)
+    run = _next_monitor_run(client, 1)
+    assert run["state"] == "success"
+    payload = client.xcom(MONITOR, run["dag_run_id"], "raise_alert")
+    assert payload["alert"]["kind"] == "data_drift" and payload["alert"]["batch_ids"] == ["2013-01-28"]
+    retrain, latency = _next_alert_run(client, seen_alerts)
+    print(f"drift alert -> retrain run created in {latency:.1f} s")
+    assert retrain["state"] == "success"
+    recorded = client.xcom(DAG_ID, retrain["dag_run_id"], "ingest")["alerts"]
+    assert [a["source"] for a in recorded] == ["drift-monitor"]
+    assert "2013-01-28" in client.xcom(DAG_ID, retrain["dag_run_id"], "train")["window"]

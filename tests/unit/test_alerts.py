@@ -123,3 +123,33 @@ def test_gate_suppresses_alert_retrains_within_the_cooldown(synth, tmp_path: Pat
     records = storage.list_files(storage.join(project.catalog.reports, "alerts"), "*.json")
     assert len(records) == 4
     assert json.loads(storage.read_bytes(records[2]))["decision"] == "suppressed"
+
+
+def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path) -> None:
+    landing, catalog, announced = tmp_path / "landing", tmp_path / "catalog", tmp_path / "announced"
+    landing.mkdir()
+    catalog.mkdir()
+    for name in ("a.parquet", "b.parquet", "notes.txt"):
+        (landing / name).write_bytes(b"x")
+    (catalog / "a.json").write_text("{}")  # already registered
+    assert alerts.announce_new_landings(landing, catalog, announced) == ["b"]
+    assert alerts.announce_new_landings(landing, catalog, announced) == []
+    (landing / "c.parquet").write_bytes(b"x")
+    assert alerts.announce_new_landings(landing, catalog, announced) == ["c"]
+    assert alerts.announce_new_landings(tmp_path / "missing", catalog, announced) == []
+
+
+def test_alert_from_drift_only_when_the_rule_fired() -> None:
+    computed = {
+        "status": "computed",
+        "drift_detected": True,
+        "share_drifted": 0.6,
+        "summary": "drift detected: 9/14 columns drifted",
+        "reference_version": "3",
+        "report_uris": ["/r/drift_report.json", "/r/drift_report.html"],
+    }
+    alert = alerts.alert_from_drift(computed, ["2013-01-28"])
+    assert alert.kind is alerts.AlertKind.DATA_DRIFT and alert.source == "drift-monitor"
+    assert alert.report_uri == "/r/drift_report.html" and alert.drift["share_drifted"] == 0.6
+    assert alerts.alert_from_drift({**computed, "drift_detected": False}, ["x"]) is None
+    assert alerts.alert_from_drift({"status": "no_champion", "summary": "-"}, ["x"]) is None

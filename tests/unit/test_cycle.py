@@ -153,3 +153,19 @@ def test_a_retried_promote_reuses_the_version_it_registered(cycles: dict) -> Non
     assert again["verdict"] == record["decision"]["verdict"]
     assert len(client.search_model_versions(f"name='{config.model_name}'")) == len(before)
     assert client.get_model_version_by_alias(config.model_name, "champion").version == champion_before
+
+
+def test_a_batch_validated_outside_a_cycle_still_counts_as_new_data(cycles: dict, gx_root: Path, synth) -> None:
+    # The drift monitor validates batches as they land; the next cycle must still train on them.
+    project = cycles["project"]
+    project.land([4], rows=400)
+    batch = synth.batch_id(4)
+    cutoff = synth.cutoff_after(4)
+    ingested = steps.ingest(project.config, cutoff)
+    assert steps.validate(project.config, ingested["pending"], context_root=gx_root)["accepted"] == [batch]
+    assert steps.untrained_batches(project.config, cutoff) == [batch]
+    record = steps.run_cycle(project.config, cutoff, cycle_id="after-monitor", context_root=gx_root)
+    assert record.get("error") is None, record["error"]
+    assert record["validation"]["accepted"] == []  # nothing left to validate ...
+    assert batch in record["training"]["window"]  # ... but the week is trained on
+    assert steps.untrained_batches(project.config, cutoff) == []
