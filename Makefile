@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= projects/flights.yaml
 WEEKS ?= 9
 CORRUPT_WEEK ?= 6
+DRIFT_WEEK ?= 2013-06-24
 PYTEST_ARGS ?=
 
 export RETRAINER_DATA_DIR ?= $(CURDIR)/data
@@ -34,10 +35,11 @@ lock: install ## Re-resolve requirements*.in into the pinned locks
 	$(BIN)/uv pip compile --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
 .PHONY: run
-run: install ## Start Airflow + MLflow, replay the demo weeks through the scheduler, print the cycle table
+run: install ## Start Airflow + MLflow, replay the demo weeks, land a drifted week, print the cycle table
 	$(BIN)/retrainer stack up
 	$(BIN)/retrainer demo land --config $(CONFIG) --weeks $(WEEKS) --corrupt-week $(CORRUPT_WEEK)
 	$(BIN)/retrainer demo replay --config $(CONFIG)
+	$(BIN)/retrainer demo drift --config $(CONFIG) --week $(DRIFT_WEEK)
 	$(BIN)/retrainer report --config $(CONFIG)
 	$(BIN)/retrainer stack status
 
@@ -76,6 +78,10 @@ format: install ## Format and fix imports
 .PHONY: bench
 bench: install ## Orchestration cost: one cycle through Airflow vs the same steps in one process
 	$(BIN)/python bench/bench_cycle.py
+
+.PHONY: bench-alerts
+bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 60 s polling sensor (~15 min)
+	$(BIN)/python bench/bench_alert_latency.py
 
 .PHONY: clean-state
 clean-state: stop ## Delete demo data and the embedded stack's state (Airflow and MLflow databases)

@@ -1,8 +1,9 @@
 """Retraining DAGs, two per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
 
 - ``retrain_<project>``: the retraining cycle, weekly or on a drift alert.
-- ``monitor_<project>``: when batches land, validate them and measure drift; raise a drift alert if the
-  project's drift rule fires, which starts ``retrain_<project>`` within seconds.
+- ``monitor_<project>``: when batches or late labels land, validate the batches and measure data drift, judge
+  the champion on the late labels (concept drift); raise a drift alert if a rule fires, which starts
+  ``retrain_<project>`` within seconds.
 
 This file only wires steps. The work is done by ``retrainer.steps``; tasks hand each other batch ids, run ids
 and small summaries through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
@@ -22,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retrainer.config import ConfigError, ProjectConfig, load_config
-from retrainer_provider.assets import batches_landed, drift_alert
+from retrainer_provider.assets import batches_landed, drift_alert, labels_arrived
 
 log = logging.getLogger(__name__)
 
@@ -394,23 +395,30 @@ def _error_of(parts: dict[str, Any], force: bool) -> str | None:
 MONITOR_DOC = """
 ### Drift monitor of `{model}`
 
-Runs whenever new batch files land in `{landing}` (an asset watcher on the landing zone, no polling task).
-It registers and validates them (a failing batch is quarantined, as in the weekly cycle), compares them with
-the champion's training data (Evidently), and when the drift rule fires (share of drifted columns at least
-{share:.0%}, or a key feature drifted: {keys}) emits an event on `drift_alert_{name}` carrying the alert
-(batches, drift summary, report), which starts `retrain_{name}`.
+Runs whenever new batch files land in `{landing}` or late labels in `{labels}` (asset watchers on both
+zones, no polling task holds a worker slot).
+
+- **Data drift**: registers and validates the new batches (a failing batch is quarantined, as in the weekly
+  cycle) and compares them with the champion's training data (Evidently). The rule fires when at least
+  {share:.0%} of the columns drifted or a key feature did ({keys}).
+- **Concept drift**: attaches late labels (`labels/<batch>.parquet`) to their batches and scores the champion
+  on the newly labelled rows. The rule fires when its {metric} is more than {degradation:.0%} worse than its
+  held-out score when it was chosen.
+
+When a rule fires, `raise_alert` emits an event on `drift_alert_{name}` carrying the alerts (kind, batches,
+summary, report), which starts `retrain_{name}`; otherwise it is skipped and says why.
 """
 
 
 def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
-    """The drift monitor DAG of one project, scheduled on its landing zone."""
+    """The drift monitor DAG of one project, scheduled on its landing and labels zones."""
     path = str(config_path)
     alert_asset = drift_alert(project)
 
     @dag(
         dag_id=f"monitor_{project.name}",
-        description=f"Validate and check drift of new {project.name} batches; raise a drift alert",
-        schedule=batches_landed(project),
+        description=f"Data and concept drift of new {project.name} batches and labels; raise a drift alert",
+        schedule=batches_landed(project) | labels_arrived(project),
         start_date=project.schedule.start_date,
         catchup=False,
         max_active_runs=1,
@@ -421,8 +429,11 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
             model=project.model_name,
             name=project.name,
             landing=f"{project.data.root_uri}/landing",
+            labels=f"{project.data.root_uri}/labels",
             share=project.drift.share_threshold,
             keys=", ".join(project.drift.key_features) or "none",
+            metric=project.metric.name,
+            degradation=project.concept_drift.max_degradation,
         ),
     )
     def monitor() -> None:
@@ -441,22 +452,41 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
             """Evidently drift against the champion's training data."""
             return _drift(path, ingested, validated)
 
-        @task(outlets=[alert_asset])
-        def raise_alert(validated: dict[str, Any], drifted: dict[str, Any]) -> dict[str, Any]:
-            """Emit the drift alert (an asset event with the alert as payload) when the drift rule fired."""
-            from retrainer.alerts import alert_from_drift
+        @task(retries=3)
+        def concept() -> dict[str, Any]:
+            """Attach late labels to their (validated) batches; judge the champion on them."""
+            from retrainer import steps
 
-            alert = alert_from_drift(drifted, validated["accepted"])
-            if alert is None:
-                raise AirflowSkipException(f"no alert: {drifted['summary']}")
-            payload = {"alert": alert.model_dump(mode="json"), "via": "drift-monitor"}
+            _mlflow()
+            result = steps.concept_drift(load_config(path))
+            log.info("concept drift: %s", result["summary"])
+            return result
+
+        @task(outlets=[alert_asset])
+        def raise_alert(
+            validated: dict[str, Any], drifted: dict[str, Any], judged: dict[str, Any]
+        ) -> dict[str, Any]:
+            """Emit one drift-alert event carrying the alerts whose rule fired (data and/or concept drift)."""
+            from retrainer.alerts import alert_from_concept, alert_from_drift
+
+            raised = [
+                alert
+                for alert in (alert_from_drift(drifted, validated["accepted"]), alert_from_concept(judged))
+                if alert is not None
+            ]
+            if not raised:
+                raise AirflowSkipException(f"no alert: {drifted['summary']}; {judged['summary']}")
+            payload = {"alerts": [alert.model_dump(mode="json") for alert in raised], "via": "drift-monitor"}
             get_current_context()["outlet_events"][alert_asset].extra = payload
-            log.info("raised %s", alert.describe())
+            for alert in raised:
+                log.info("raised %s", alert.describe())
             return payload
 
         ingested = ingest()
         validated = validate(ingested)
-        raise_alert(validated, drift(ingested, validated))
+        judged = concept()
+        validated >> judged  # labels attach to validated batches only
+        raise_alert(validated, drift(ingested, validated), judged)
 
     return monitor()
 

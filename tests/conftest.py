@@ -274,3 +274,35 @@ def module_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         uri = use_local_mlflow(tmp_path_factory.mktemp("mlflow"), mp)
         yield uri
         reset_mlflow()
+
+
+# -- S3 (moto) ----------------------------------------------------------------------------------------------
+S3_BUCKET = "retrainer-test"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A moto S3 with one bucket; storage's cached boto3 client is rebuilt inside the mock."""
+    from moto import mock_aws
+
+    from retrainer import storage
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    storage._s3_client.cache_clear()
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=S3_BUCKET)
+        yield client
+    storage._s3_client.cache_clear()
+
+
+@pytest.fixture
+def s3_bucket(s3: Any) -> str:
+    """The URI of the moto bucket (``s3://retrainer-test``)."""
+    return f"s3://{S3_BUCKET}"

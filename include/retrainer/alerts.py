@@ -123,17 +123,21 @@ def claim_next(inbox: Path) -> tuple[Path, DriftAlert | AlertError] | None:
 def alerts_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Readable alerts from the ``extra`` of the asset events that started a run.
 
-    An inbox event carries ``{"payload": {"alert": {...}, "via": "inbox"}}``; an event posted through the REST
-    API carries the alert's fields directly. An event whose payload is not a valid alert still asked for a
+    An inbox event carries ``{"payload": {"alert": {...}, "via": "inbox"}}``, a drift monitor's event
+    ``{"alerts": [...], "via": "drift-monitor"}``; an event posted through the REST API carries the alert's
+    fields directly. An event whose payload is not a valid alert still asked for a
     retrain; it is reported with the reason instead of being dropped.
 
     Returns:
-        One dict per event: the alert's fields plus ``via`` and ``summary``, or ``invalid`` with the reason.
+        One dict per alert: its fields plus ``via`` and ``summary``, or ``invalid`` with the reason.
     """
     alerts = []
     for extra in extras:
         payload = extra.get("payload", extra) if isinstance(extra, dict) else {}
         via = payload.get("via", "rest_api") if isinstance(payload, dict) else "rest_api"
+        if isinstance(payload, dict) and isinstance(payload.get("alerts"), list):
+            alerts += alerts_from_events([{"alert": raw, "via": via} for raw in payload["alerts"]])
+            continue
         raw = payload.get("alert", payload) if isinstance(payload, dict) else payload
         if isinstance(raw, dict):  # drop Airflow's own markers (from_rest_api, from_trigger) and ours
             raw = {k: v for k, v in raw.items() if k != "via" and not k.startswith("from_")}
@@ -162,23 +166,28 @@ def drop_in_inbox(inbox: Path, alert: DriftAlert) -> Path:
     return final
 
 
-def announce_new_landings(landing: Path, catalog: Path, announced: Path, pattern: str = "*.parquet") -> list[str]:
-    """Batch ids of files in ``landing`` that the catalog does not know and nobody announced yet.
+def announce_new_files(
+    folder: str, announced: str, pattern: str = "*.parquet", known: str | None = None
+) -> list[str]:
+    """Ids (names without suffix) of files in ``folder`` that nobody announced yet, nor ``known`` lists.
 
-    Each is marked in ``announced`` so that a batch starts the drift monitor once, even if the monitor
-    registers it only later.
+    Each is marked in ``announced`` so that a file starts the drift monitor once, even if the monitor
+    handles it only later. ``known`` is the catalog folder for batches (``<id>.json`` per registered batch),
+    so that batches registered before the watcher started are not announced again. Folders are local paths
+    or S3 prefixes.
     """
-    if not landing.is_dir():
-        return []
-    announced.mkdir(parents=True, exist_ok=True)
+    from retrainer import storage
+
     new = []
-    for path in sorted(landing.glob(pattern)):
-        batch_id = path.name.rsplit(".", 1)[0]
-        marker = announced / batch_id
-        if (catalog / f"{batch_id}.json").exists() or marker.exists():
+    for uri in storage.list_files(folder, pattern):
+        file_id = storage.basename(uri).rsplit(".", 1)[0]
+        marker = storage.join(announced, file_id)
+        if storage.exists(marker) or (
+            known is not None and storage.exists(storage.join(known, f"{file_id}.json"))
+        ):
             continue
-        marker.touch()
-        new.append(batch_id)
+        storage.write_bytes(marker, b"")
+        new.append(file_id)
     return new
 
 
@@ -197,4 +206,24 @@ def alert_from_drift(drift_result: dict[str, Any], batch_ids: list[str]) -> Drif
             "reference_version": drift_result.get("reference_version"),
         },
         report_uri=reports[0] if reports else None,
+    )
+
+
+def alert_from_concept(concept_result: dict[str, Any]) -> DriftAlert | None:
+    """The concept-drift alert of a concept-drift step's result, or None when the champion held up."""
+    degraded = [c for c in concept_result.get("checks", []) if c.get("degraded")]
+    if not degraded:
+        return None
+    return DriftAlert(
+        kind=AlertKind.CONCEPT_DRIFT,
+        source="drift-monitor",
+        reason="; ".join(c["note"] for c in degraded),
+        batch_ids=[c["batch_id"] for c in degraded],
+        drift={
+            "metric": degraded[0]["metric"],
+            "champion_version": degraded[0]["champion_version"],
+            "degradation": max(c["degradation"] for c in degraded),
+            "max_degradation": degraded[0]["max_degradation"],
+        },
+        report_uri=degraded[0]["report_uri"],
     )

@@ -6,6 +6,8 @@ Layout under a project's ``data.root_uri``::
     catalog/<batch>.json                     one record per batch (hash, rows, period, status)
     quarantine/<batch>/<batch>.parquet       batches that failed validation ...
     quarantine/<batch>/validation.json       ... with their validation report
+    labels/<batch>.parquet                   late labels of a batch that landed without them (immutable)
+    labels/rejected/<file> + .error.txt      label files that cannot be used, with the reason
 
 A batch is never deleted: a failing one is moved (copied, verified, then removed) into quarantine.
 """
@@ -56,6 +58,7 @@ class BatchRecord:
     registered_at: str = ""
     validated_at: str | None = None
     validation: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Any] | None = None  # late labels: uri, sha256, rows, labelled, registered_at
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -97,6 +100,7 @@ class Catalog:
         self.quarantine = storage.join(root, "quarantine")
         self.records = storage.join(root, "catalog")
         self.reports = storage.join(root, "reports")
+        self.labels = storage.join(root, "labels")
 
     # -- records ------------------------------------------------------------------------------------------
     def _record_uri(self, batch_id: str) -> str:
@@ -248,6 +252,105 @@ class Catalog:
             )
         )
 
+    # -- late labels --------------------------------------------------------------------------------------
+    def land_labels(self, batch_id: str, labels: pd.DataFrame) -> str:
+        """Write the late labels of a batch into ``labels/`` (what an upstream labelling job does).
+
+        Raises:
+            storage.StorageError: Labels of that batch already landed (labels are immutable too).
+        """
+        uri = storage.join(self.labels, f"{batch_id}.parquet")
+        storage.write_bytes(uri, storage.parquet_bytes(labels), overwrite=False)
+        return uri
+
+    def register_labels(self) -> dict[str, list]:
+        """Attach every new file in ``labels/`` to its batch, after checking it fits the batch.
+
+        A file for a batch not validated yet waits (it is looked at again next time). A file that cannot be
+        used (unreadable, no target column, rows that do not match the batch, a quarantined batch) moves to
+        ``labels/rejected/`` beside a ``.error.txt`` naming the problem: never silently dropped.
+
+        Returns:
+            ``registered`` (the updated records), ``waiting`` (batch ids) and ``rejected`` (file, error) pairs.
+        """
+        outcome: dict[str, list] = {"registered": [], "waiting": [], "rejected": []}
+        for uri in storage.list_files(self.labels, "*.parquet"):
+            batch_id = storage.basename(uri).rsplit(".", 1)[0]
+            record = self.get(batch_id) if storage.exists(self._record_uri(batch_id)) else None
+            if record is not None and record.labels is not None and record.labels["uri"] == uri:
+                continue
+            if record is None or record.status is BatchStatus.LANDED:
+                outcome["waiting"].append(batch_id)
+                continue
+            data = storage.read_bytes(uri)
+            try:
+                if record.status is not BatchStatus.ACCEPTED:
+                    raise CatalogError(f"batch {batch_id} is {record.status.value}: its labels cannot be used")
+                if record.labels is not None:
+                    raise CatalogError(f"batch {batch_id} already has labels from {record.labels['uri']}")
+                batch = self.load([record], with_labels=False)
+                filled = self._align_labels(batch, _read_frame(data, uri), batch_id).notna().sum()
+            except CatalogError as error:
+                target = storage.join(self.labels, "rejected", storage.basename(uri))
+                storage.write_bytes(f"{target}.error.txt", f"{error}\n".encode())
+                storage.move(uri, target)
+                outcome["rejected"].append((storage.basename(uri), str(error)))
+                continue
+            labels = {
+                "uri": uri,
+                "sha256": storage.sha256_bytes(data),
+                "rows": len(batch),
+                "labelled": int(filled),
+                "registered_at": _now(),
+            }
+            outcome["registered"].append(self._save(replace(record, labels=labels)))
+        return outcome
+
+    def _align_labels(self, batch: pd.DataFrame, labels: pd.DataFrame, batch_id: str) -> pd.Series:
+        """The late labels as a series aligned to the batch's rows (matched on ``schema.id``, else by position).
+
+        Raises:
+            CatalogError: The labels lack the target or id column, or do not match the batch's rows.
+        """
+        target, id_column = self.config.schema_.target, self.config.schema_.id
+        if target not in labels.columns:
+            raise CatalogError(f"labels of batch {batch_id} have no target column {target!r}")
+        if id_column is None:
+            if len(labels) != len(batch):
+                raise CatalogError(
+                    f"labels of batch {batch_id} have {len(labels)} rows, the batch {len(batch)}: without "
+                    "schema.id, labels must list one row per batch row, in the batch's order"
+                )
+            return labels[target].set_axis(batch.index)
+        if id_column not in labels.columns:
+            raise CatalogError(f"labels of batch {batch_id} have no id column {id_column!r}")
+        if labels[id_column].duplicated().any():
+            raise CatalogError(f"labels of batch {batch_id} repeat ids in {id_column!r}")
+        unknown = set(labels[id_column]) - set(batch[id_column])
+        if unknown:
+            raise CatalogError(f"labels of batch {batch_id}: {len(unknown)} id(s) are not in the batch")
+        return batch[id_column].map(labels.set_index(id_column)[target])
+
+    def _late_labels(self, frame: pd.DataFrame, record: BatchRecord) -> pd.Series:
+        """A batch's late labels aligned to its rows, after checking the file still has its recorded hash."""
+        assert record.labels is not None
+        uri = record.labels["uri"]
+        data = storage.read_bytes(uri)
+        if storage.sha256_bytes(data) != record.labels["sha256"]:
+            raise CatalogError(f"labels of batch {record.batch_id} at {uri} changed since they were registered")
+        return self._align_labels(frame, _read_frame(data, uri), record.batch_id)
+
+    def late_labelled_rows(self, record: BatchRecord) -> pd.DataFrame:
+        """The rows of a batch that had no target when they landed and have one from its late labels."""
+        batch = self.load([record], with_labels=False)
+        if record.labels is None:
+            return batch.iloc[0:0]
+        late = self._late_labels(batch, record)
+        target = self.config.schema_.target
+        rows = batch[batch[target].isna() & late.notna()].copy()
+        rows[target] = late[rows.index]
+        return rows.reset_index(drop=True)
+
     # -- training data ------------------------------------------------------------------------------------
     def window(self, cutoff: datetime, batches: int) -> list[BatchRecord]:
         """The newest ``batches`` accepted batches whose period ended by ``cutoff``, oldest first."""
@@ -255,8 +358,10 @@ class Catalog:
         accepted = [r for r in self.all() if r.status is BatchStatus.ACCEPTED and r.period_end_ts <= cutoff]
         return accepted[-batches:]
 
-    def load(self, records: list[BatchRecord]) -> pd.DataFrame:
+    def load(self, records: list[BatchRecord], with_labels: bool = True) -> pd.DataFrame:
         """Read batches into one DataFrame, checking each file still has its recorded hash.
+
+        Late labels (if any, also hash-checked) fill the batches' missing targets.
 
         Raises:
             CatalogError: A file changed since it landed, or there is nothing to read.
@@ -275,7 +380,11 @@ class Catalog:
                     f"batch {record.batch_id} at {record.uri} changed since it landed "
                     f"(sha256 {storage.sha256_bytes(data)[:12]}…, recorded {record.sha256[:12]}…)"
                 )
-            frames.append(_read_frame(data, record.uri))
+            frame = _read_frame(data, record.uri)
+            if with_labels and record.labels is not None:
+                target = self.config.schema_.target
+                frame[target] = frame[target].where(frame[target].notna(), self._late_labels(frame, record))
+            frames.append(frame)
         frame = pd.concat(frames, ignore_index=True)
         ts_col = self.config.schema_.timestamp
         frame[ts_col] = _to_utc(frame[ts_col])

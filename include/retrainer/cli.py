@@ -124,6 +124,14 @@ def drift(
     _emit(_run(steps.drift, _load(config), batch, cycle_id))
 
 
+@app.command("concept-drift")
+def concept_drift(config: ConfigOption) -> None:
+    """Attach late labels (labels/) to their batches; compare the champion's error on them with its baseline."""
+    from retrainer import steps
+
+    _emit(_run(steps.concept_drift, _load(config)))
+
+
 @app.command()
 def train(
     config: ConfigOption,
@@ -343,6 +351,36 @@ def demo_replay(
             replay.replay(client, project, timeout=timeout, on_run=_progress)
     except AirflowApiError as error:
         _fail(str(error))
+
+
+@demo_app.command("drift")
+def demo_drift(
+    config: ConfigOption,
+    week: Annotated[str, typer.Option(help="Monday of the week to land (default: a summer week).")] = "2013-06-24",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each run.")] = 900,
+) -> None:
+    """Turn the drift monitor on and land a drifted week: watch the alert start a retrain by itself."""
+    from retrainer import replay, stack
+    from retrainer.airflow_api import AirflowApiError, AirflowClient
+
+    project = _load(config)
+    status = stack.stack_status(stack.StackSettings.from_env())
+    if not status.healthy:
+        _fail("the local stack is not running or not healthy: start it with `retrainer stack up` (or `make up`)")
+    try:
+        monday = date.fromisoformat(week)
+    except ValueError:
+        _fail(f"--week {week!r} is not a date like 2013-06-24")
+    try:
+        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+            result = replay.drift_demo(
+                client, project, monday, timeout, on_step=lambda line: console.print("  " + line)
+            )
+    except (AirflowApiError, ValueError) as error:
+        _fail(str(error))
+    retrain = result.get("retrain")
+    if retrain is not None and retrain.get("state") != "success":
+        _fail(f"the drift-triggered retrain {retrain['dag_run_id']} ended {retrain.get('state')}")
 
 
 def main() -> None:

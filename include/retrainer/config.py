@@ -215,6 +215,23 @@ class AlertPolicyConfig(_Strict):
     cooldown_minutes: float = Field(default=60.0, ge=0)
 
 
+class ConceptDriftConfig(_Strict):
+    """When late labels show that the champion got worse (concept drift).
+
+    Labels of a batch that landed without them arrive later as ``<root_uri>/labels/<batch_id>.parquet``: the
+    target column, plus ``schema.id`` when the schema has one (rows are matched on it), otherwise one row per
+    batch row in the batch's order.
+
+    Attributes:
+        max_degradation: Alert when the champion's primary metric on the newly labelled rows is worse than its
+            held-out score (at its evaluation) by more than this fraction (0.05: 5%).
+        min_rows: Fewer newly labelled rows than this are recorded but never alert (too noisy to judge).
+    """
+
+    max_degradation: float = Field(default=0.05, gt=0)
+    min_rows: int = Field(default=50, ge=1)
+
+
 class ValidationConfig(_Strict):
     """The Great Expectations suite every new batch must pass."""
 
@@ -278,6 +295,7 @@ class ProjectConfig(_Strict):
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
     validation: ValidationConfig
     alerts: AlertPolicyConfig = Field(default_factory=AlertPolicyConfig)
+    concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

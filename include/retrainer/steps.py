@@ -326,6 +326,76 @@ def untrained_batches(
     return [r.batch_id for r in window if r.batch_id not in used]
 
 
+# -- concept drift ------------------------------------------------------------------------------------------
+def concept_drift(config: ProjectConfig) -> dict[str, Any]:
+    """Attach newly arrived late labels to their batches and check whether the champion got worse on them.
+
+    The champion's primary metric on the rows that just got labels is compared with its baseline, its score on
+    the held-out rows when it was evaluated (``holdout_<metric>`` of its candidate run). A relative degradation
+    beyond ``concept_drift.max_degradation`` is concept drift. Each check is written to
+    ``reports/concept/<batch>.json``; label files that cannot be used are rejected with the reason.
+
+    Returns:
+        ``registered`` (batch ids that got labels), ``waiting`` (labels of batches not validated yet),
+        ``rejected`` (file and reason), ``checks`` (per batch: rows, score, baseline, degradation, degraded),
+        ``drift_detected`` and a one-line ``summary``.
+    """
+    from retrainer import modeling
+    from retrainer.promotion import relative_improvement
+
+    catalog = Catalog(config)
+    outcome = catalog.register_labels()
+    champion = champion_version(config)
+    metric, limit = config.metric.name, config.concept_drift.max_degradation
+    checks = []
+    for record in outcome["registered"]:
+        rows = catalog.late_labelled_rows(record)
+        check: dict[str, Any] = {
+            "batch_id": record.batch_id,
+            "rows": len(rows),
+            "metric": metric,
+            "champion_version": None if champion is None else str(champion.version),
+            "max_degradation": limit,
+            "degraded": False,
+        }
+        if champion is None:
+            check["note"] = "no champion yet: nothing to check"
+        elif len(rows) < config.concept_drift.min_rows:
+            check["note"] = (
+                f"only {len(rows)} newly labelled rows (concept_drift.min_rows is {config.concept_drift.min_rows})"
+            )
+        else:
+            baseline = _client().get_run(champion.run_id).data.metrics.get(f"holdout_{metric}")
+            score = modeling.score(load_model(f"models:/{config.model_name}/{champion.version}"), rows, config)
+            if baseline is None or metric not in score:
+                check["note"] = f"{metric} of v{champion.version} cannot be compared on these rows"
+            else:
+                degradation = -relative_improvement(score[metric], baseline, config.metric.greater_is_better)
+                check.update(
+                    baseline=baseline, score=score[metric], degradation=degradation, degraded=degradation > limit
+                )
+                check["note"] = (
+                    f"{metric} of v{champion.version} {score[metric]:.4g} on {len(rows)} late-labelled rows vs "
+                    f"{baseline:.4g} held out: {degradation:+.1%} worse (limit {limit:.0%})"
+                )
+        uri = storage.join(catalog.reports, "concept", f"{record.batch_id}.json")
+        storage.write_bytes(uri, json.dumps({**check, "labels": record.labels}, indent=2).encode())
+        checks.append({**check, "report_uri": uri})
+    degraded = [c for c in checks if c["degraded"]]
+    parts = [f"{c['batch_id']}: {c['note']}" for c in checks]
+    parts += [f"labels {name} rejected: {error}" for name, error in outcome["rejected"]]
+    if outcome["waiting"]:
+        parts.append(f"labels waiting for their batch to be validated: {', '.join(outcome['waiting'])}")
+    return {
+        "registered": [r.batch_id for r in outcome["registered"]],
+        "waiting": outcome["waiting"],
+        "rejected": [list(pair) for pair in outcome["rejected"]],
+        "checks": checks,
+        "drift_detected": bool(degraded),
+        "summary": ("CONCEPT DRIFT: " if degraded else "") + ("; ".join(parts) or "no new labels"),
+    }
+
+
 # -- train --------------------------------------------------------------------------------------------------
 def _pip_requirements(config: ProjectConfig) -> list[str]:
     """What loading the logged pipeline needs: scikit-learn, skops (its format), pandas, and the estimator's
@@ -452,7 +522,8 @@ def train(
         mlflow.log_dict(
             {
                 "batches": [
-                    {"batch_id": r.batch_id, "sha256": r.sha256, "rows": r.rows, "uri": r.uri} for r in records
+                    {"batch_id": r.batch_id, "sha256": r.sha256, "rows": r.rows, "uri": r.uri, "labels": r.labels}
+                    for r in records
                 ]
             },
             "data/training_batches.json",

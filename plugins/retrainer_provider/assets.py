@@ -1,7 +1,8 @@
 """Every Asset of the platform, declared once.
 
 ``batches_landed(project)``: new batch files appeared in the project's landing zone (a watcher on the zone);
-the drift monitor DAG is scheduled on it.
+``labels_arrived(project)``: late labels appeared in the project's ``labels/`` zone (a watcher on the zone).
+The drift monitor DAG is scheduled on either.
 
 ``drift_alert(project)``: a retrain of ``project`` is asked for now. Its events come from the Airflow REST API
 (``POST /api/v2/assets/events``) or from the project's alert inbox, watched by ``AlertInboxTrigger``; the
@@ -40,15 +41,25 @@ def drift_alert(project: ProjectConfig) -> Asset:
     )
 
 
-def batches_landed(project: ProjectConfig) -> Asset:
-    """New batches in a project's landing zone; watched when the batch store is a local folder."""
-    watchers = []
-    if "://" not in project.data.root_uri:
-        trigger = LandingTrigger(root=project.data.root_uri, pattern=project.data.file_pattern, poke_interval=2.0)
-        watchers.append(AssetWatcher(name=f"{project.name}_landing", trigger=trigger))
+def _zone_asset(project: ProjectConfig, zone: str, name: str, pattern: str) -> Asset:
+    """An asset whose watcher fires when files land in a zone of the batch store (local folder or S3 prefix)."""
+    # Local folders are listed every 2 s; S3 listings cost requests, so every 15 s.
+    poke = 15.0 if project.data.root_uri.startswith("s3://") else 2.0
+    trigger = LandingTrigger(root=project.data.root_uri, pattern=pattern, poke_interval=poke, zone=zone)
+    watchers = [AssetWatcher(name=f"{project.name}_{zone}", trigger=trigger)]
     return Asset(
-        name=f"batches_landed_{project.name}",
-        uri=f"retrainer://{project.name}/batches",
+        name=f"{name}_{project.name}",
+        uri=f"retrainer://{project.name}/{zone}",
         group="retrainer",
         watchers=watchers,
     )
+
+
+def batches_landed(project: ProjectConfig) -> Asset:
+    """New batches in a project's landing zone."""
+    return _zone_asset(project, "landing", "batches_landed", project.data.file_pattern)
+
+
+def labels_arrived(project: ProjectConfig) -> Asset:
+    """Late labels in a project's ``labels/`` zone."""
+    return _zone_asset(project, "labels", "labels_arrived", "*.parquet")

@@ -83,12 +83,15 @@ def test_retrain_dag_shape(dagbag) -> None:
 def test_monitor_dag_runs_when_batches_land_and_emits_the_drift_alert(dagbag) -> None:
     dag = dagbag.dags["monitor_flights_arr_delay"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"ingest", "validate", "drift", "raise_alert"}
-    assert tasks["validate"].downstream_task_ids == {"drift", "raise_alert"}
-    landed = dag.timetable.asset_condition
-    assert landed.uri == "retrainer://flights_arr_delay/batches"
-    [watcher] = landed.watchers
-    assert type(watcher.trigger).__name__ == "LandingTrigger"
+    assert set(tasks) == {"ingest", "validate", "drift", "concept", "raise_alert"}
+    assert tasks["validate"].downstream_task_ids == {"drift", "concept", "raise_alert"}
+    assert tasks["raise_alert"].upstream_task_ids == {"validate", "drift", "concept"}
+    landed, labelled = dag.timetable.asset_condition.objects  # either starts a run
+    assert landed.uri == "retrainer://flights_arr_delay/landing"
+    assert labelled.uri == "retrainer://flights_arr_delay/labels"
+    for asset, zone in ((landed, "landing"), (labelled, "labels")):
+        [watcher] = asset.watchers
+        assert type(watcher.trigger).__name__ == "LandingTrigger" and watcher.trigger.zone == zone
     [outlet] = tasks["raise_alert"].outlets
     assert outlet.name == "drift_alert_flights_arr_delay"
     assert dag.catchup is False  # landings, not the calendar, start it

@@ -216,11 +216,44 @@ def test_monitor_alerts_on_a_drifted_batch_and_a_retrain_follows(client: Airflow
     Catalog(load_config(project)).land("2013-01-28", drifted)
     run = _next_monitor_run(client, 1)
     assert run["state"] == "success"
-    payload = client.xcom(MONITOR, run["dag_run_id"], "raise_alert")
-    assert payload["alert"]["kind"] == "data_drift" and payload["alert"]["batch_ids"] == ["2013-01-28"]
+    [alert] = client.xcom(MONITOR, run["dag_run_id"], "raise_alert")["alerts"]
+    assert alert["kind"] == "data_drift" and alert["batch_ids"] == ["2013-01-28"]
     retrain, latency = _next_alert_run(client, seen_alerts)
     print(f"drift alert -> retrain run created in {latency:.1f} s")
     assert retrain["state"] == "success"
     recorded = client.xcom(DAG_ID, retrain["dag_run_id"], "ingest")["alerts"]
     assert [a["source"] for a in recorded] == ["drift-monitor"]
     assert "2013-01-28" in client.xcom(DAG_ID, retrain["dag_run_id"], "train")["window"]
+
+
+def test_late_labels_showing_a_worse_champion_raise_a_concept_drift_alert(
+    client: AirflowClient, project: Path
+) -> None:
+    import numpy as np
+
+    from retrainer.catalog import Catalog
+
+    catalog = Catalog(load_config(project))
+    frame = _week_copy(project, 21)
+    late = frame["time_hour"] >= frame["time_hour"].quantile(0.8)  # the newest flights have not arrived yet
+    labels = frame[["arr_delay"]].where(late, np.nan) + 40.0  # ... and when they do, all are 40 min later
+    frame.loc[late, "arr_delay"] = np.nan
+    seen_alerts = len(_alert_runs(client))
+    catalog.land("2013-02-04", frame)
+    run = _next_monitor_run(client, 2)
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(MONITOR, run["dag_run_id"])}
+    assert states["validate"] == "success" and states["concept"] == "success", states
+    if states["raise_alert"] == "success":  # data drift against the champion trained on the drifted week
+        _next_alert_run(client, seen_alerts)
+        seen_alerts += 1
+    catalog.land_labels("2013-02-04", labels)
+    run = _next_monitor_run(client, 3)
+    judged = client.xcom(MONITOR, run["dag_run_id"], "concept")
+    [check] = judged["checks"]
+    assert check["degraded"] is True and check["rows"] == int(labels["arr_delay"].notna().sum()), check
+    [alert] = client.xcom(MONITOR, run["dag_run_id"], "raise_alert")["alerts"]
+    assert alert["kind"] == "concept_drift" and alert["batch_ids"] == ["2013-02-04"]
+    retrain, _ = _next_alert_run(client, seen_alerts)
+    assert retrain["state"] == "success"
+    [recorded] = client.xcom(DAG_ID, retrain["dag_run_id"], "ingest")["alerts"]
+    assert recorded["kind"] == "concept_drift" and recorded["via"] == "drift-monitor"

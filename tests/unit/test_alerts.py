@@ -125,18 +125,24 @@ def test_gate_suppresses_alert_retrains_within_the_cooldown(synth, tmp_path: Pat
     assert json.loads(storage.read_bytes(records[2]))["decision"] == "suppressed"
 
 
-def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path) -> None:
-    landing, catalog, announced = tmp_path / "landing", tmp_path / "catalog", tmp_path / "announced"
-    landing.mkdir()
-    catalog.mkdir()
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path, store: str, request) -> None:
+    from retrainer import storage
+
+    root = str(tmp_path) if store == "local" else request.getfixturevalue("s3_bucket") + "/announce"
+    landing, catalog = storage.join(root, "landing"), storage.join(root, "catalog")
+    announced = storage.join(root, "alerts", "announced", "landing")
     for name in ("a.parquet", "b.parquet", "notes.txt"):
-        (landing / name).write_bytes(b"x")
-    (catalog / "a.json").write_text("{}")  # already registered
-    assert alerts.announce_new_landings(landing, catalog, announced) == ["b"]
-    assert alerts.announce_new_landings(landing, catalog, announced) == []
-    (landing / "c.parquet").write_bytes(b"x")
-    assert alerts.announce_new_landings(landing, catalog, announced) == ["c"]
-    assert alerts.announce_new_landings(tmp_path / "missing", catalog, announced) == []
+        storage.write_bytes(storage.join(landing, name), b"x")
+    storage.write_bytes(storage.join(catalog, "a.json"), b"{}")  # already registered
+    assert alerts.announce_new_files(landing, announced, known=catalog) == ["b"]
+    assert alerts.announce_new_files(landing, announced, known=catalog) == []
+    storage.write_bytes(storage.join(landing, "c.parquet"), b"x")
+    assert alerts.announce_new_files(landing, announced, known=catalog) == ["c"]
+    assert alerts.announce_new_files(storage.join(root, "missing"), announced, known=catalog) == []
+    # Label files of registered batches are new all the same.
+    storage.write_bytes(storage.join(root, "labels", "a.parquet"), b"x")
+    assert alerts.announce_new_files(storage.join(root, "labels"), storage.join(root, "announced_labels")) == ["a"]
 
 
 def test_alert_from_drift_only_when_the_rule_fired() -> None:
@@ -153,3 +159,14 @@ def test_alert_from_drift_only_when_the_rule_fired() -> None:
     assert alert.report_uri == "/r/drift_report.html" and alert.drift["share_drifted"] == 0.6
     assert alerts.alert_from_drift({**computed, "drift_detected": False}, ["x"]) is None
     assert alerts.alert_from_drift({"status": "no_champion", "summary": "-"}, ["x"]) is None
+
+
+def test_a_monitor_event_with_two_alerts_reads_as_two() -> None:
+    data = alerts.DriftAlert(kind="data_drift", source="drift-monitor", reason="share 0.6")
+    concept = alerts.DriftAlert(kind="concept_drift", source="drift-monitor", reason="rmse +9%")
+    extra = {"alerts": [data.model_dump(mode="json"), concept.model_dump(mode="json")], "via": "drift-monitor"}
+    read = alerts.alerts_from_events([extra])
+    assert [(a["kind"], a["via"]) for a in read] == [
+        ("data_drift", "drift-monitor"),
+        ("concept_drift", "drift-monitor"),
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +15,7 @@ from retrainer import storage
 from retrainer.catalog import BatchStatus, Catalog
 from retrainer.storage import StorageError
 
-BUCKET = "retrainer-test"
+BUCKET = "retrainer-test"  # created by the `s3` fixture (tests/conftest.py)
 
 
 # -- local --------------------------------------------------------------------------------------------------
@@ -153,26 +153,6 @@ def test_upload_folder_copies_every_file_but_not_subfolders(tmp_path: Path) -> N
 
 
 # -- S3 (moto) ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A moto S3 with one bucket; storage's cached boto3 client is rebuilt inside the mock."""
-    from moto import mock_aws
-
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    storage._s3_client.cache_clear()
-    with mock_aws():
-        import boto3
-
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-    storage._s3_client.cache_clear()
-
-
 def test_s3_write_read_exists(s3: Any) -> None:
     uri = f"s3://{BUCKET}/prefix/a.bin"
     assert not storage.exists(uri)
