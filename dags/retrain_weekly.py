@@ -98,11 +98,9 @@ def _cycle_id(context: dict[str, Any]) -> str:
 
 
 def _inbox(project: ProjectConfig) -> str:
-    from retrainer.alerts import inbox_folder
+    from retrainer.alerts import inbox_uri
 
-    if "://" in project.data.root_uri:
-        return "(no inbox watcher for object stores yet: use the REST API)"
-    return str(inbox_folder(project.data.root_uri))
+    return inbox_uri(project.data.root_uri)
 
 
 def _mlflow() -> None:

@@ -79,13 +79,20 @@ def parse_alert(raw: str | bytes | dict[str, Any], origin: str = "alert") -> Dri
         raise AlertError(f"{origin} is not a valid alert: {fields}") from None
 
 
+def inbox_uri(root_uri: str) -> str:
+    """The alert inbox of a project: ``<root_uri>/alerts/inbox``, a local folder or an S3 prefix."""
+    from retrainer import storage
+
+    return storage.join(root_uri, "alerts", "inbox")
+
+
 def inbox_folder(root_uri: str) -> Path:
     """The alert inbox of a project whose batch store is the local folder ``root_uri``."""
-    return Path(root_uri) / "alerts" / "inbox"
+    return Path(inbox_uri(root_uri))
 
 
-def claim_next(inbox: Path) -> tuple[Path, DriftAlert | AlertError] | None:
-    """Take the oldest ``*.json`` file out of the inbox.
+def claim_next(inbox: Path | str) -> tuple[Path | str, DriftAlert | AlertError] | None:
+    """Take the oldest ``*.json`` file out of the inbox (a local folder, or an S3 prefix: see ``_claim_next_s3``).
 
     The file is moved (same file system, atomic) to ``processed/`` when it is a valid alert, or to
     ``rejected/`` beside a ``.error.txt`` naming what is wrong. Files still being written should be dropped
@@ -94,6 +101,9 @@ def claim_next(inbox: Path) -> tuple[Path, DriftAlert | AlertError] | None:
     Returns:
         Where the file now is and the alert (or the error), or None when the inbox is empty.
     """
+    if str(inbox).startswith("s3://"):
+        return _claim_next_s3(str(inbox))
+    inbox = Path(inbox)
     if not inbox.is_dir():
         return None
     candidates = sorted(inbox.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name))
@@ -116,6 +126,32 @@ def claim_next(inbox: Path) -> tuple[Path, DriftAlert | AlertError] | None:
             continue
         if isinstance(outcome, AlertError):
             target.with_suffix(".error.txt").write_text(f"{outcome}\n")
+        return target, outcome
+    return None
+
+
+def _claim_next_s3(inbox: str) -> tuple[str, DriftAlert | AlertError] | None:
+    """``claim_next`` for an S3 prefix: the first object by name (``drop_in_inbox`` names start with the time).
+
+    An object is moved by copy, check, then delete (``storage.move``); a PUT is atomic, so no temporary name
+    is needed. One triggerer watches an inbox, so nobody else claims the same object meanwhile.
+    """
+    from retrainer import storage
+
+    for uri in storage.list_files(inbox, "*.json"):
+        name = storage.basename(uri)
+        try:
+            outcome: DriftAlert | AlertError = parse_alert(storage.read_bytes(uri), origin=name)
+            folder = "processed"
+        except AlertError as error:
+            outcome, folder = error, "rejected"
+        except storage.StorageError:  # gone meanwhile
+            continue
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        target = storage.join(inbox, folder, f"{stamp}-{name}")
+        if isinstance(outcome, AlertError):
+            storage.write_bytes(target.removesuffix(".json") + ".error.txt", f"{outcome}\n".encode())
+        storage.move(uri, target)
         return target, outcome
     return None
 
@@ -155,10 +191,17 @@ def asset_uri(project_name: str) -> str:
     return f"retrainer://{project_name}/drift-alert"
 
 
-def drop_in_inbox(inbox: Path, alert: DriftAlert) -> Path:
-    """Write an alert into an inbox atomically (a temporary name, then renamed to ``.json``)."""
-    inbox.mkdir(parents=True, exist_ok=True)
+def drop_in_inbox(inbox: Path | str, alert: DriftAlert) -> Path | str:
+    """Write an alert into an inbox atomically (locally a temporary name, then renamed to ``.json``)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    if str(inbox).startswith("s3://"):
+        from retrainer import storage
+
+        uri = storage.join(str(inbox), f"{stamp}-{alert.source}.json")
+        storage.write_bytes(uri, alert.model_dump_json(indent=2).encode(), overwrite=False)
+        return uri
+    inbox = Path(inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
     final = inbox / f"{stamp}-{alert.source}.json"
     partial = final.with_suffix(".tmp")
     partial.write_text(alert.model_dump_json(indent=2))

@@ -278,9 +278,7 @@ def alert(
     except alerts.AlertError as error:
         _fail(str(error))
     if via == "inbox":
-        if "://" in project.data.root_uri:
-            _fail(f"{project.name} keeps its data in {project.data.root_uri}: no inbox watcher; use --via api")
-        path = alerts.drop_in_inbox(alerts.inbox_folder(project.data.root_uri), raised)
+        path = alerts.drop_in_inbox(alerts.inbox_uri(project.data.root_uri), raised)
         _emit({"dropped": str(path)})
         return
     if via != "api":

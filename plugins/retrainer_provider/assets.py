@@ -25,14 +25,13 @@ ALERT_POKE_SECONDS = 1.0
 
 
 def drift_alert(project: ProjectConfig) -> Asset:
-    """The drift-alert asset of a project; watched through its inbox when the batch store is a local folder."""
-    from retrainer.alerts import asset_uri, inbox_folder
+    """The drift-alert asset of a project, watched through its inbox (a local folder or an S3 prefix)."""
+    from retrainer.alerts import asset_uri, inbox_uri
 
-    watchers = []
-    if "://" not in project.data.root_uri:  # the inbox watcher reads a local (or mounted) folder
-        inbox = str(inbox_folder(project.data.root_uri))
-        trigger = AlertInboxTrigger(directory=inbox, poke_interval=ALERT_POKE_SECONDS)
-        watchers.append(AssetWatcher(name=f"{project.name}_alert_inbox", trigger=trigger))
+    # An S3 listing costs a request: every 5 s there, every second on a local folder.
+    poke = 5.0 if project.data.root_uri.startswith("s3://") else ALERT_POKE_SECONDS
+    trigger = AlertInboxTrigger(directory=inbox_uri(project.data.root_uri), poke_interval=poke)
+    watchers = [AssetWatcher(name=f"{project.name}_alert_inbox", trigger=trigger)]
     return Asset(
         name=f"drift_alert_{project.name}",
         uri=asset_uri(project.name),

@@ -61,6 +61,24 @@ def test_claim_rejects_an_invalid_file_with_the_reason_and_keeps_it(tmp_path: Pa
     assert alerts.claim_next(inbox) is None  # .tmp files are not alerts yet
 
 
+def test_an_s3_inbox_is_claimed_in_order_and_nothing_is_deleted(s3_bucket: str) -> None:
+    from retrainer import storage
+
+    inbox = alerts.inbox_uri(f"{s3_bucket}/project")
+    assert inbox == f"{s3_bucket}/project/alerts/inbox"
+    first = alerts.drop_in_inbox(inbox, alerts.DriftAlert(source="a"))
+    alerts.drop_in_inbox(inbox, alerts.DriftAlert(source="b"))
+    storage.write_bytes(storage.join(inbox, "zz-bad.json"), b'{"kind": "bogus"}')
+    path, alert = alerts.claim_next(inbox)
+    assert alert.source == "a" and path.startswith(f"{inbox}/processed/") and not storage.exists(first)
+    assert alerts.claim_next(inbox)[1].source == "b"
+    path, outcome = alerts.claim_next(inbox)
+    assert isinstance(outcome, alerts.AlertError) and path.startswith(f"{inbox}/rejected/")
+    assert storage.read_bytes(path) == b'{"kind": "bogus"}'
+    assert "kind" in storage.read_bytes(path.removesuffix(".json") + ".error.txt").decode()
+    assert alerts.claim_next(inbox) is None
+
+
 def test_claim_on_a_missing_inbox_is_empty(tmp_path: Path) -> None:
     assert alerts.claim_next(tmp_path / "nowhere") is None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -18,7 +17,8 @@ class AlertInboxTrigger(BaseEventTrigger):
     skipped; valid ones to ``processed/`` (see ``retrainer.alerts.claim_next``).
 
     Args:
-        directory: The project's alert inbox.
+        directory: The project's alert inbox: a local folder or an S3 prefix (boto3 reads credentials and
+            ``AWS_ENDPOINT_URL`` from the triggerer's environment).
         poke_interval: Seconds between scans of the folder.
     """
 
@@ -38,9 +38,8 @@ class AlertInboxTrigger(BaseEventTrigger):
         """Scan until a valid alert is claimed, then yield it."""
         from retrainer.alerts import AlertError, claim_next
 
-        inbox = Path(self.directory)
         while True:
-            claimed = await asyncio.to_thread(claim_next, inbox)
+            claimed = await asyncio.to_thread(claim_next, self.directory)
             if claimed is None:
                 await asyncio.sleep(self.poke_interval)
                 continue
@@ -48,6 +47,6 @@ class AlertInboxTrigger(BaseEventTrigger):
             if isinstance(alert, AlertError):
                 self.log.warning("rejected %s: %s", path, alert)
                 continue
-            self.log.info("alert %s: %s", path.name, alert.describe())
+            self.log.info("alert %s: %s", path, alert.describe())
             yield TriggerEvent({"alert": alert.model_dump(mode="json"), "file": str(path), "via": "inbox"})
             return
