@@ -758,6 +758,16 @@ def cycle_table(config: ProjectConfig) -> list[dict[str, Any]]:
         record = json.loads(storage.read_bytes(uri))
         batches = record.get("batches") or {}
         drift_part = record.get("drift") or {}
+        alerts = (record.get("ingest") or {}).get("alerts") or []
+        share = drift_part.get("share_drifted")
+        if not batches:  # an alert run: the drift monitor validated the batches the alert is about
+            for batch_id in (b for alert in alerts for b in alert.get("batch_ids") or []):
+                try:
+                    batches[batch_id] = catalog.get(batch_id).status.value
+                except CatalogError:
+                    batches[batch_id] = "unknown"
+            shares = [(a.get("drift") or {}).get("share_drifted") for a in alerts]
+            share = next((value for value in shares if value is not None), share)
         evaluation = record.get("evaluation") or {}
         decision = record.get("decision") or {}
         if decision:
@@ -778,7 +788,7 @@ def cycle_table(config: ProjectConfig) -> list[dict[str, Any]]:
                 "trigger": record.get("trigger", ""),
                 "week": ", ".join(batches) or "-",
                 "validation": ", ".join(sorted(set(batches.values()))) or "-",
-                "drift_share": drift_part.get("share_drifted"),
+                "drift_share": share,
                 "champion": evaluation.get("champion"),
                 "candidate": evaluation.get("candidate"),
                 "decision": outcome,

@@ -251,6 +251,20 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
     assert rows["cycle/3 dry"]["decision"] == f"dry run: {dry.decision['verdict']}"
     assert rows["cycle/3 dry"]["week"] == "-"
     json.dumps(steps.cycle_table(config), allow_nan=False)
+    # A drift-alert run validated nothing itself: its row names the alert's batches and drift share.
+    alert = {"kind": "data_drift", "batch_ids": [lifecycle.ids[-1]], "drift": {"share_drifted": 0.64}}
+    steps.record_cycle(
+        config,
+        "alert-1",
+        trigger="drift_alert",
+        cutoff="2099-01-02T00:00:00+00:00",
+        ingest={"registered": [], "quarantined": [], "pending": [], "alerts": [alert]},
+        evaluation=first.evaluation,
+        decision=first.decision,
+    )
+    row = steps.cycle_table(config)[-1]
+    assert (row["trigger"], row["week"], row["validation"]) == ("drift_alert", lifecycle.ids[-1], "accepted")
+    assert row["drift_share"] == 0.64
 
 
 # -- races and rollbacks ------------------------------------------------------------------------------------
