@@ -23,12 +23,12 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _scratch import REPO, scratch_environment  # bench/ is on sys.path when a bench runs as a script
+
 STEPS = ["ingest", "validate", "drift", "train", "evaluate", "promote"]
 
 
@@ -104,18 +104,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(REPO / "tests"))
+    root = scratch_environment("bench_cycle_")
     from integration.conftest import temporary_stack, write_manual_project
 
     from retrainer.airflow_api import AirflowClient
     from retrainer.stack import start_stack, stop_stack
 
-    root = Path(tempfile.mkdtemp(prefix="bench_cycle_"))
-    gx = root / "gx"
-    shutil.copytree(REPO / "great_expectations", gx, ignore=shutil.ignore_patterns("uncommitted"))
-    os.environ["RETRAINER_GX_ROOT"] = str(gx)
-    os.environ["RETRAINER_PROJECTS_DIR"] = str(root / "projects")
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     config_path = write_manual_project(root, "bench_flights", "bench_flights_arr_delay")
     settings = temporary_stack(root / "stack", REPO / "dags", REPO / "plugins")
     print(f"starting a stack in {root} ...", flush=True)

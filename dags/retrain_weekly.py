@@ -109,49 +109,63 @@ def _mlflow() -> None:
     MlflowHook().configure()
 
 
-# Steps shared by the retrain and monitor DAGs; each logs one line saying what happened.
-def _ingest(path: str) -> dict[str, Any]:
-    from retrainer import steps
+def _data_steps(path: str) -> tuple[Any, Any, Any]:
+    """Define ``ingest ─▶ validate ─▶ drift`` inside the DAG being built: both DAGs of a project start so.
 
-    context = get_current_context()
-    result = steps.ingest(load_config(path), _cutoff(context))
-    result["trigger"] = _trigger(context)
-    result["alerts"] = _alerts(context)
-    for alert in result["alerts"]:
-        log.info("started by %s", alert["summary"])
-    log.info(
-        "ingest: %d new batch(es) registered, %d pending up to %s: %s",
-        len(result["registered"]),
-        len(result["pending"]),
-        _cutoff(context),
-        ", ".join(result["pending"]) or "none",
-    )
-    return result
+    Returns:
+        The three tasks' outputs (XComArgs), for the caller to wire the rest of its DAG.
+    """
 
+    @task(retries=3)
+    def ingest() -> dict[str, Any]:
+        """Register newly landed batches and list those awaiting validation."""
+        from retrainer import steps
 
-def _validate(path: str, ingested: dict[str, Any]) -> dict[str, Any]:
-    from retrainer import steps
-
-    try:
-        result = steps.validate(
-            load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
+        context = get_current_context()
+        result = steps.ingest(load_config(path), _cutoff(context))
+        result["trigger"] = _trigger(context)
+        result["alerts"] = _alerts(context)
+        for alert in result["alerts"]:
+            log.info("started by %s", alert["summary"])
+        log.info(
+            "ingest: %d new batch(es) registered, %d pending up to %s: %s",
+            len(result["registered"]),
+            len(result["pending"]),
+            _cutoff(context),
+            ", ".join(result["pending"]) or "none",
         )
-    except steps.BatchRejectedError as error:
-        raise AirflowFailException(str(error)) from None
-    log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
-    return result
+        return result
 
+    @task
+    def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+        """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
+        from retrainer import steps
 
-def _drift(path: str, ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-    from retrainer import steps
+        try:
+            result = steps.validate(
+                load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
+            )
+        except steps.BatchRejectedError as error:
+            raise AirflowFailException(str(error)) from None
+        log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
+        return result
 
-    _mlflow()
-    context = get_current_context()
-    result = steps.drift(
-        load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
-    )
-    log.info("drift: %s", result["summary"])
-    return result
+    @task
+    def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+        """Evidently drift of the new batches against the training data of the run's starting champion."""
+        from retrainer import steps
+
+        _mlflow()
+        context = get_current_context()
+        result = steps.drift(
+            load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
+        )
+        log.info("drift: %s", result["summary"])
+        return result
+
+    ingested = ingest()
+    validated = validate(ingested)
+    return ingested, validated, drift(ingested, validated)
 
 
 def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
@@ -222,21 +236,6 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 raise AirflowSkipException(f"retrain suppressed: {result['reason']}")
             log.info("gate: %s", result["reason"])
             return result
-
-        @task(retries=3)
-        def ingest() -> dict[str, Any]:
-            """Register newly landed batches and list those this cycle processes."""
-            return _ingest(path)
-
-        @task
-        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
-            return _validate(path, ingested)
-
-        @task
-        def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-            """Evidently drift of the new batches against the training data of the cycle's starting champion."""
-            return _drift(path, ingested, validated)
 
         @task
         def train(validated: dict[str, Any]) -> dict[str, Any]:
@@ -348,13 +347,11 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             raise AirflowFailException("a step of this cycle failed: see the failed task's log")
 
         gated = gate()
-        ingested = ingest()
+        ingested, validated, drifted = _data_steps(path)
         gated >> ingested
-        validated = validate(ingested)
         trained = train(validated)
         evaluation = evaluate(trained)
         decided = promote(trained, evaluation)
-        drifted = drift(ingested, validated)
         [drifted, decided] >> record()
         [gated, ingested, validated, drifted, trained, evaluation, decided] >> watcher()
 
@@ -436,21 +433,6 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
     )
     def monitor() -> None:
         @task(retries=3)
-        def ingest() -> dict[str, Any]:
-            """Register the batches that landed."""
-            return _ingest(path)
-
-        @task
-        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            """Great Expectations; fail closed."""
-            return _validate(path, ingested)
-
-        @task
-        def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-            """Evidently drift against the champion's training data."""
-            return _drift(path, ingested, validated)
-
-        @task(retries=3)
         def concept() -> dict[str, Any]:
             """Attach late labels to their (validated) batches; judge the champion on them."""
             from retrainer import steps
@@ -480,11 +462,10 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 log.info("raised %s", alert.describe())
             return payload
 
-        ingested = ingest()
-        validated = validate(ingested)
+        _, validated, drifted = _data_steps(path)
         judged = concept()
         validated >> judged  # labels attach to validated batches only
-        raise_alert(validated, drift(ingested, validated), judged)
+        raise_alert(validated, drifted, judged)
 
     return monitor()
 
