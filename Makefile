@@ -11,6 +11,9 @@ WEEKS ?= 9
 CORRUPT_WEEK ?= 6
 DRIFT_WEEK ?= 2013-06-24
 PYTEST_ARGS ?=
+TRAINER_IMAGE ?= retrainer/trainer
+BASE_IMAGE ?= python:3.11-slim
+CODE_VERSION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 export RETRAINER_DATA_DIR ?= $(CURDIR)/data
 
@@ -82,6 +85,21 @@ bench: install ## Orchestration cost: one cycle through Airflow vs the same step
 .PHONY: bench-alerts
 bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 60 s polling sensor (~15 min)
 	$(BIN)/python bench/bench_alert_latency.py
+
+wheels/.complete: docker/trainer-requirements.txt
+	rm -rf wheels && mkdir -p wheels
+	$(BIN)/python -m pip download --quiet --only-binary=:all: -r docker/trainer-requirements.txt "setuptools>=68" -d wheels
+	touch $@
+
+.PHONY: trainer-image
+trainer-image: install wheels/.complete ## Build the trainer image offline from a wheelhouse (BASE_IMAGE=local/python-base without a registry)
+	docker build -f docker/trainer.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg CODE_VERSION=$(CODE_VERSION) -t $(TRAINER_IMAGE):$(CODE_VERSION) -t $(TRAINER_IMAGE):latest .
+
+.PHONY: trainer-lock
+trainer-lock: install ## Re-pin the trainer image's requirements against the platform's lock
+	$(BIN)/uv pip compile --python-version 3.11 docker/trainer-requirements.in -c requirements.txt \
+		-o docker/trainer-requirements.txt
 
 .PHONY: clean-state
 clean-state: stop ## Delete demo data and the embedded stack's state (Airflow and MLflow databases)
