@@ -7,28 +7,30 @@
 # Where no registry is reachable, build on a local base: --build-arg BASE_IMAGE=local/python-base
 # (scripts/docker-engine.sh base-image makes one from Debian's archive).
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS build
 
-# No git in the image: MLflow should not warn on every run that it cannot record a commit.
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    GIT_PYTHON_REFRESH=quiet \
-    PATH=/opt/venv/bin:$PATH
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 # A venv: the same on the official image and on a bare Debian base whose python3 has no pip.
 RUN python -m venv /opt/venv
 
 # With `make trainer-image` the locked wheels come from wheels/ (an offline, reproducible build); without a
-# wheels/ folder they come from PyPI.
+# wheels/ folder they come from PyPI. This stage is thrown away, so the wheels do not weigh on the image.
 COPY docker/trainer-requirements.txt wheel[s] /tmp/build/
 RUN if ls /tmp/build/*.whl >/dev/null 2>&1; then \
         pip install --no-index --find-links /tmp/build -r /tmp/build/trainer-requirements.txt "setuptools>=68"; \
     else \
         pip install -r /tmp/build/trainer-requirements.txt "setuptools>=68"; \
-    fi && rm -rf /tmp/build
+    fi
 
 COPY pyproject.toml README.md /opt/retrainer/
 COPY include/ /opt/retrainer/include/
 RUN pip install --no-deps --no-build-isolation /opt/retrainer
 
+
+FROM ${BASE_IMAGE}
+# No git in the image: MLflow should not warn on every run that it cannot record a commit.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GIT_PYTHON_REFRESH=quiet PATH=/opt/venv/bin:$PATH
+COPY --from=build /opt/venv /opt/venv
 RUN useradd --create-home --uid 50000 trainer
 USER trainer
 WORKDIR /home/trainer
