@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 TERMINAL_STATES = frozenset({"success", "failed"})
 _PAGE = 100  # Airflow's default [api] maximum_page_limit
@@ -46,6 +47,11 @@ def _iso(value: str | date | datetime) -> str:
     if len(text) == 10:  # YYYY-MM-DD
         return f"{text}T00:00:00Z"
     return text
+
+
+def _database_locked(error: BaseException) -> bool:
+    """Airflow on SQLite refuses a backfill with 503 while another writer holds the database: try again."""
+    return isinstance(error, AirflowApiError) and error.status_code == 503 and "locked" in str(error).lower()
 
 
 def _sort_key(run: dict[str, Any]) -> str:
@@ -265,6 +271,12 @@ class AirflowClient:
             body["dag_run_id"] = dag_run_id
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
 
+    @retry(
+        retry=retry_if_exception(_database_locked),
+        stop=stop_after_attempt(6),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+    )
     def create_backfill(
         self,
         dag_id: str,
@@ -293,6 +305,9 @@ class AirflowClient:
 
         Returns:
             The backfill id.
+
+        Raises:
+            AirflowApiError: Airflow refused; a database locked by another writer (SQLite) is retried first.
         """
         body = {
             "dag_id": dag_id,

@@ -1,0 +1,39 @@
+"""The Airflow REST client against a scripted transport (the real server is in tests/integration)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from retrainer.airflow_api import AirflowApiError, AirflowClient
+
+LOCKED = {"detail": "Database is locked. Backfill creation is not supported on SQLite under concurrent access."}
+
+
+def _client(answers: list[tuple[int, dict]]) -> tuple[AirflowClient, list[str]]:
+    """A client whose backfill POSTs get ``answers`` in turn; returns it and the list of calls made."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        calls.append(request.url.path)
+        status, body = answers[min(len(calls), len(answers)) - 1]
+        return httpx.Response(status, json=body)
+
+    client = AirflowClient("http://airflow", "admin", "pw")
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(handle))
+    return client, calls
+
+
+def test_a_backfill_refused_because_sqlite_is_locked_is_retried() -> None:
+    client, calls = _client([(503, LOCKED), (503, LOCKED), (200, {"id": 7})])
+    assert client.create_backfill("retrain_x", "2013-01-14", "2013-01-21") == 7
+    assert calls == ["/api/v2/backfills"] * 3
+
+
+def test_other_refusals_of_a_backfill_fail_at_once() -> None:
+    client, calls = _client([(409, {"detail": "a backfill is already running"})])
+    with pytest.raises(AirflowApiError, match="409") as raised:
+        client.create_backfill("retrain_x", "2013-01-14", "2013-01-21")
+    assert raised.value.status_code == 409 and len(calls) == 1
