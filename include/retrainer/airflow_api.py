@@ -398,9 +398,21 @@ class AirflowClient:
         return self._paged(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances")
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        """The value of one XCom (a task's return value by default) as stored: JSON for plain values."""
-        body = self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
-        return body.get("value")
+        """The value of one XCom (a task's return value by default) as stored: JSON for plain values.
+
+        Returns:
+            The value, or None when the task pushed none (it was skipped, failed or has not run).
+
+        Raises:
+            AirflowApiError: The request failed, or the run or task does not exist.
+        """
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        try:
+            return self._get_json(path).get("value")
+        except AirflowApiError as error:
+            if error.status_code == 404 and "XCom entry" in str(error):
+                return None
+            raise
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The text of one task try's log (what the Airflow UI shows)."""

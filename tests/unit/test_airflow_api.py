@@ -11,7 +11,7 @@ LOCKED = {"detail": "Database is locked. Backfill creation is not supported on S
 
 
 def _client(answers: list[tuple[int, dict]]) -> tuple[AirflowClient, list[str]]:
-    """A client whose backfill POSTs get ``answers`` in turn; returns it and the list of calls made."""
+    """A client whose API calls get ``answers`` in turn; returns it and the list of calls made."""
     calls: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -37,3 +37,12 @@ def test_other_refusals_of_a_backfill_fail_at_once() -> None:
     with pytest.raises(AirflowApiError, match="409") as raised:
         client.create_backfill("retrain_x", "2013-01-14", "2013-01-21")
     assert raised.value.status_code == 409 and len(calls) == 1
+
+
+def test_a_task_that_pushed_no_xcom_reads_as_none_but_an_unknown_run_fails() -> None:
+    client, _ = _client([(404, {"detail": "XCom entry with key: `return_value` not found"})])
+    assert client.xcom("retrain_x", "run_1", "train") is None
+    unknown_run = {"detail": "The DagRun with dag_id: `retrain_x` and run_id: `nope` was not found"}
+    client, _ = _client([(404, unknown_run)])
+    with pytest.raises(AirflowApiError, match="404"):
+        client.xcom("retrain_x", "nope", "train")
