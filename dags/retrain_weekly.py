@@ -24,6 +24,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from retrainer.config import ConfigError, ProjectConfig, load_config
 from retrainer_provider.assets import batches_landed, drift_alert, labels_arrived
+from retrainer_provider.operators import trainer_operator
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ Every run processes the batches whose period ended by its cutoff (the cron tick,
 2. **validate** checks each new batch against the Great Expectations suite `{suite}`. A failing batch is
    moved to `quarantine/` with its report and the run stops here: nothing is trained, the champion is untouched.
 3. **drift** compares the new batches with the champion's training data (Evidently; report in MLflow).
-4. **train** fits a candidate on the newest {window} accepted batches, holding out the newest
-   {holdout:.0%} of rows.
+4. **plan_training** decides whether the cycle trains (new data, an alert or `force`) and on which window;
+   **train** runs `retrainer train` on the `{backend}` backend (a subprocess, a container of `{image}`, or a
+   Kubernetes pod): a candidate on the newest {window} accepted batches, holding out the newest
+   {holdout:.0%} of rows. Only its MLflow run id comes back.
 5. **evaluate** scores candidate and champion on the same held-out rows ({metric}).
 6. **promote** registers the candidate; `@champion` moves to it only if it is at least
    {margin:.1%} better. The decision and its reason are tags on the model version.
@@ -55,6 +58,12 @@ Every run processes the batches whose period ended by its cutoff (the cron tick,
 Params for manual runs: `force` (retrain without new data), `dry_run` (decide, register nothing),
 `window_batches`, `max_train_rows`, `cutoff` (ISO time; default: the run's data interval end or now).
 """
+
+TRAIN_DOC = """Runs the planned `retrainer train` command on the project's `training.backend`. A failure shows the
+trainer's exit code (137: killed for memory) and its last log lines; no model version is registered."""
+
+# The cycle's steps whose results `record` collects.
+STEP_TASKS = ("gate", "ingest", "validate", "drift", "plan_training", "train", "evaluate", "promote")
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -195,6 +204,8 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             root=project.data.root_uri,
             suite=project.validation.suite,
             window=project.window.batches,
+            backend=project.training.backend.value,
+            image=project.training.image,
             holdout=project.holdout.fraction,
             metric=project.metric.name,
             margin=project.promotion.min_improvement,
@@ -238,16 +249,16 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             return result
 
         @task
-        def train(validated: dict[str, Any]) -> dict[str, Any]:
-            """Fit a candidate on the window; its MLflow run id goes downstream."""
-            from retrainer import steps
+        def plan_training(validated: dict[str, Any]) -> dict[str, Any]:
+            """Decide whether this cycle trains and on which window; the train task runs the plan."""
+            from retrainer import steps, training
 
             _mlflow()
             context = get_current_context()
             params = context["params"]
             config = load_config(path)
             try:
-                result = steps.train(
+                launch = training.plan(
                     config,
                     _cutoff(context),
                     _cycle_id(context),
@@ -262,13 +273,12 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             except steps.NothingToTrainError as error:
                 raise AirflowSkipException(str(error)) from None
             log.info(
-                "train: candidate run %s on %s (%d rows, held out %d)",
-                result["run_id"],
-                ", ".join(result["window"]),
-                result["train_rows"],
-                result["holdout_rows"],
+                "plan: train on %s with the %s backend: retrainer %s",
+                ", ".join(launch.window),
+                config.training.backend.value,
+                " ".join(launch.command),
             )
-            return result
+            return launch.to_xcom()
 
         @task
         def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
@@ -315,10 +325,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
 
             context = get_current_context()
             ti = context["ti"]
-            parts = {
-                name: ti.xcom_pull(task_ids=name)
-                for name in ("gate", "ingest", "validate", "drift", "train", "evaluate", "promote")
-            }
+            parts = {name: ti.xcom_pull(task_ids=name) for name in STEP_TASKS}
             outcome = steps.record_cycle(
                 load_config(path),
                 _cycle_id(context),
@@ -349,11 +356,12 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         gated = gate()
         ingested, validated, drifted = _data_steps(path)
         gated >> ingested
-        trained = train(validated)
-        evaluation = evaluate(trained)
-        decided = promote(trained, evaluation)
+        planned = plan_training(validated)
+        trained = trainer_operator(project, planned, doc_md=TRAIN_DOC)
+        evaluation = evaluate(trained.output)
+        decided = promote(trained.output, evaluation)
         [drifted, decided] >> record()
-        [gated, ingested, validated, drifted, trained, evaluation, decided] >> watcher()
+        [gated, ingested, validated, drifted, planned, trained, evaluation, decided] >> watcher()
 
     return retrain()
 
@@ -378,9 +386,9 @@ def _error_of(parts: dict[str, Any], force: bool) -> str | None:
     if parts["validate"] is None:
         return "validation failed: a batch was quarantined or could not be validated, nothing trained"
     if parts["train"] is None:
-        if not force:
-            return "no new accepted batch (or training failed: see the train task)"
-        return "training failed"
+        if parts.get("plan_training") is None and not force:
+            return "no new accepted batch (or planning failed: see the plan_training task)"
+        return "training failed: see the train task's log"
     for name in ("evaluate", "promote"):
         if parts[name] is None:
             return f"{name} failed"

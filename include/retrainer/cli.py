@@ -135,25 +135,57 @@ def concept_drift(config: ConfigOption) -> None:
 
 @app.command()
 def train(
-    config: ConfigOption,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Project YAML file (default: the resolved project in RETRAINER_CONFIG_JSON, as trainers get it).",
+            envvar="RETRAINER_CONFIG",
+            show_default=False,
+        ),
+    ] = None,
     cutoff: CutoffOption = None,
     cycle_id: Annotated[str, typer.Option(help="Label of the run.")] = "manual",
+    trigger: Annotated[str, typer.Option(help="Why the cycle runs, recorded on the run.")] = "manual",
     window_batches: Annotated[int | None, typer.Option(min=1, help="Override window.batches.")] = None,
     max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a sample of this size.")] = None,
+    result_file: Annotated[
+        Path | None, typer.Option(help="Also write the result (run id, window, metrics) to this JSON file.")
+    ] = None,
 ) -> None:
     """Train a candidate on the window and log it to MLflow; prints its run id."""
     from retrainer import steps
 
-    _emit(
-        _run(
-            steps.train,
-            _load(config),
-            cutoff,
-            cycle_id,
-            window_batches=window_batches,
-            max_train_rows=max_train_rows,
-        )
+    project = _load(config) if config is not None else _load_from_env()
+    result = _run(
+        steps.train,
+        project,
+        cutoff,
+        cycle_id,
+        trigger=trigger,
+        window_batches=window_batches,
+        max_train_rows=max_train_rows,
     )
+    if result_file is not None:
+        result_file.write_text(json.dumps(result, default=str))
+    _emit(result)
+
+
+def _load_from_env() -> Any:
+    """The project a launcher resolved and passed in ``RETRAINER_CONFIG_JSON``."""
+    import os
+
+    from retrainer.config import ConfigError, parse_config
+    from retrainer.training import CONFIG_ENV
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        _fail(f"no project: pass --config FILE (or set RETRAINER_CONFIG or {CONFIG_ENV})")
+    try:
+        return parse_config(json.loads(text), Path.cwd(), source=CONFIG_ENV)
+    except (ConfigError, ValueError) as error:
+        _fail(f"{CONFIG_ENV}: {error}")
 
 
 @app.command()

@@ -232,6 +232,91 @@ class ConceptDriftConfig(_Strict):
     min_rows: int = Field(default=50, ge=1)
 
 
+_MEMORY_PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?)?b?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes of a memory size written as Docker or Kubernetes do: ``512m``, ``4g``, ``4Gi``, ``2048Mi``, bytes.
+
+    Raises:
+        ValueError: The value is not such a size.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _MEMORY_PATTERN.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a memory size like '512m', '4g' or '4Gi'")
+        unit = (match.group("unit") or "").lower().rstrip("i")
+        size = int(float(match.group("number")) * _MEMORY_UNITS[unit])
+    if size < 64 * 1024**2:
+        raise ValueError(f"{value!r} is below 64 MiB, too little to start a trainer")
+    return size
+
+
+class TrainingBackend(StrEnum):
+    """Where the train step runs; every backend runs the same ``retrainer train`` command."""
+
+    LOCAL = "local"
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+class KubernetesTrainingConfig(_Strict):
+    """Pod settings of the kubernetes backend (the cluster itself comes from the Airflow connection).
+
+    Attributes:
+        namespace: Namespace of the training pods.
+        service_account: Service account of the pods (e.g. one allowed to read the data bucket).
+        data_volume_claim: A PersistentVolumeClaim holding a local ``data.root_uri``, mounted read-only at the
+            same path; not needed when the data is on S3.
+        node_selector: Labels a node must have (e.g. a GPU pool).
+        env_from_secret: A Kubernetes Secret whose keys become the trainer's environment (MLflow and S3
+            credentials: the worker's own are not copied into a pod spec).
+    """
+
+    namespace: str = "default"
+    service_account: str | None = None
+    data_volume_claim: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    env_from_secret: str | None = None
+
+
+class TrainingConfig(_Strict):
+    """Where and with which resources candidates are trained.
+
+    Attributes:
+        backend: ``local`` (a subprocess of the worker), ``docker`` (a container on a Docker engine, through
+            Airflow's Docker provider) or ``kubernetes`` (a pod, through KubernetesPodOperator).
+        image: The trainer image of the docker and kubernetes backends (``make trainer-image`` builds it).
+        cpus: CPU limit of the container or pod.
+        memory: Memory limit (``4g``, ``4Gi``, ``2048Mi``); a trainer that exceeds it is killed.
+        device: ``cuda`` trains xgboost on a GPU and requests one from Docker or Kubernetes.
+        timeout_minutes: The train task fails when a run takes longer.
+        kubernetes: Pod settings of the kubernetes backend.
+    """
+
+    backend: TrainingBackend = TrainingBackend.LOCAL
+    image: str = "retrainer/trainer:latest"
+    cpus: float = Field(default=2.0, gt=0)
+    memory: str = "4g"
+    device: Literal["cpu", "cuda"] = "cpu"
+    timeout_minutes: float = Field(default=60.0, gt=0)
+    kubernetes: KubernetesTrainingConfig = Field(default_factory=KubernetesTrainingConfig)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> str:
+        parse_memory(value)
+        return str(value)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory limit in bytes."""
+        return parse_memory(self.memory)
+
+
 class ValidationConfig(_Strict):
     """The Great Expectations suite every new batch must pass."""
 
@@ -297,6 +382,7 @@ class ProjectConfig(_Strict):
     alerts: AlertPolicyConfig = Field(default_factory=AlertPolicyConfig)
     concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -320,6 +406,18 @@ class ProjectConfig(_Strict):
         for key in self.drift.key_features:
             if key not in self.features:
                 raise ValueError(f"drift.key_features: {key!r} is not a feature")
+        if self.training.device == "cuda" and not self.estimator_class.startswith("xgboost."):
+            raise ValueError(f"training.device: cuda needs an xgboost estimator, not {self.estimator_class}")
+        kubernetes = self.training.kubernetes
+        if (
+            self.training.backend is TrainingBackend.KUBERNETES
+            and "://" not in self.data.root_uri
+            and not kubernetes.data_volume_claim
+        ):
+            raise ValueError(
+                f"training.kubernetes.data_volume_claim: a pod cannot read the local folder {self.data.root_uri}; "
+                "put the data on S3 or name the PersistentVolumeClaim that holds it"
+            )
         return self
 
     @property

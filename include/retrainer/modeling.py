@@ -162,10 +162,14 @@ def build_pipeline(config: ProjectConfig, overrides: dict[str, Any] | None = Non
 
 
 def fit(train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Fit the pipeline on the training rows."""
+    """Fit the pipeline on the training rows (xgboost on the GPU when ``training.device`` is ``cuda``)."""
     features, target = prepare(train, config)
-    pipeline = build_pipeline(config, overrides)
+    gpu = config.training.device == "cuda"
+    pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})} if gpu else overrides)
     pipeline.fit(features, target)
+    if gpu:
+        # The model is scored and served where there may be no GPU; xgboost predicts on the CPU as well.
+        pipeline.named_steps["estimator"].set_params(device="cpu")
     return pipeline
 
 

@@ -319,7 +319,10 @@ def untrained_batches(
     used: set[str] = set()
     if experiment is not None:
         runs = mlflow.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`{TAG}kind` = 'candidate'", output_format="list"
+            [experiment.experiment_id],
+            # A trainer killed mid-run (e.g. for memory) leaves a run that never finished: its batches are new.
+            filter_string=f"tags.`{TAG}kind` = 'candidate' and attributes.status = 'FINISHED'",
+            output_format="list",
         )
         for run in runs:
             used.update(json.loads(run.data.tags.get(f"{TAG}window", "[]")))
@@ -476,7 +479,7 @@ def train(
     """
     import mlflow
 
-    from retrainer import modeling
+    from retrainer import modeling, training
 
     if require_new_data is not None and not require_new_data:
         raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
@@ -501,6 +504,7 @@ def train(
                 f"{TAG}cycle_id": cycle_id,
                 f"{TAG}trigger": trigger,
                 f"{TAG}code_version": code_version(),
+                **{f"{TAG}{key}": value for key, value in training.provenance().items() if value},
                 f"{TAG}window": json.dumps(window),
                 f"{TAG}holdout_start": split.holdout_start,
                 f"{TAG}cutoff": parse_cutoff(cutoff).isoformat(),
@@ -515,6 +519,7 @@ def train(
                 "train_rows": len(train_rows),
                 "holdout_rows": len(split.holdout),
                 "max_train_rows": max_train_rows,
+                "device": config.training.device,
                 **{f"estimator.{k}": v for k, v in config.estimator.params.items()},
             }
         )
@@ -657,6 +662,11 @@ def promote(
         f"{TAG}previous_champion": evaluation.get("champion_version") or "none",
         f"{TAG}cycle_id": record["cycle_id"] or "",
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
+        **{
+            f"{TAG}{key}": run.data.tags[f"{TAG}{key}"]
+            for key in ("training_backend", "trainer_image", "trainer_image_id")
+            if f"{TAG}{key}" in run.data.tags
+        },
     }
     if not dry_run:
         if registered:

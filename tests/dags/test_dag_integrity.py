@@ -57,6 +57,7 @@ def test_retrain_dag_shape(dagbag) -> None:
         "ingest",
         "validate",
         "drift",
+        "plan_training",
         "train",
         "evaluate",
         "promote",
@@ -66,7 +67,11 @@ def test_retrain_dag_shape(dagbag) -> None:
     # Alert-triggered runs pass the cooldown gate first; everything else waits for it.
     assert tasks["gate"].downstream_task_ids == {"ingest", "watcher"}
     # Fail closed: training waits for validation; a data failure is never retried.
-    assert tasks["validate"].downstream_task_ids == {"drift", "train", "watcher"}
+    assert tasks["validate"].downstream_task_ids == {"drift", "plan_training", "watcher"}
+    # The train task only runs what plan_training decided, on the configured backend (local in the demo).
+    assert tasks["plan_training"].downstream_task_ids == {"train", "watcher"}
+    assert type(tasks["train"]).__name__ == "TrainerSubprocessOperator"
+    assert tasks["train"].execution_timeout is not None
     assert tasks["validate"].retries >= 2  # storage errors are transient; a rejected batch fails at once
     assert tasks["train"].downstream_task_ids == {"evaluate", "promote", "watcher"}
     assert tasks["evaluate"].downstream_task_ids == {"promote", "watcher"}
@@ -75,7 +80,7 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert tasks["watcher"].upstream_task_ids == set(tasks) - {"record", "watcher"}
     assert tasks["record"].trigger_rule == "all_done"
     assert set(tasks["record"].upstream_task_ids) == {"drift", "promote"}
-    for step in ("gate", "ingest", "validate", "drift", "train", "evaluate", "promote"):
+    for step in ("gate", "ingest", "validate", "drift", "plan_training", "train", "evaluate", "promote"):
         assert tasks[step].retries >= 2, f"{step} should retry transient failures"
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
 

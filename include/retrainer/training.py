@@ -1,0 +1,331 @@
+"""Launching the train step on a backend: the trainer's command, environment and result, whatever runs it.
+
+Every backend (``local`` subprocess, ``docker`` container, ``kubernetes`` pod) runs the same command,
+``retrainer train --cutoff ... --cycle-id ... --result-file ...``, with the resolved project configuration in
+``RETRAINER_CONFIG_JSON`` (so no config file has to be mounted). The trainer reads the window's batches itself
+and logs the candidate to MLflow; only its result (the MLflow run id and a summary, never data) comes back,
+through the result file. This module does not import Airflow: the operators in ``plugins/`` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrainer.config import ProjectConfig, TrainingBackend
+
+CONFIG_ENV = "RETRAINER_CONFIG_JSON"
+BACKEND_ENV = "RETRAINER_TRAINING_BACKEND"
+IMAGE_ENV = "RETRAINER_TRAINER_IMAGE"
+IMAGE_ID_ENV = "RETRAINER_TRAINER_IMAGE_ID"
+# Where a container writes its result; a Kubernetes pod writes it where the XCom sidecar reads it.
+CONTAINER_RESULT_PATH = "/tmp/retrainer-result.json"
+POD_RESULT_PATH = "/airflow/xcom/return.json"
+# Settings the trainer needs to reach MLflow and S3, passed through from the worker when set there.
+PASSTHROUGH_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+SECRET_ENV = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+TAIL_LINES = 30
+
+
+class TrainerFailedError(RuntimeError):
+    """The trainer exited non-zero or was killed; the message carries its exit code and last log lines."""
+
+    def __init__(self, message: str, exit_code: int | None, tail: list[str]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.tail = tail
+
+
+@dataclass(frozen=True)
+class TrainerLaunch:
+    """What every backend needs to start one trainer.
+
+    Attributes:
+        command: Arguments of the ``retrainer`` entrypoint (the image's entrypoint; ``python -m retrainer``
+            for the local backend), without the result file, which depends on the backend.
+        environment: Environment of the trainer that may be shown in logs and UIs.
+        secrets: Environment of the trainer that must not be shown (credentials).
+        window: Batch ids the candidate will train on.
+        cycle_id: The cycle, whose unfinished candidate runs are closed if the trainer dies.
+    """
+
+    command: list[str]
+    environment: dict[str, str]
+    secrets: dict[str, str] = field(default_factory=dict)
+    window: list[str] = field(default_factory=list)
+    cycle_id: str = ""
+
+    def command_with_result(self, result_path: str) -> list[str]:
+        """The command, writing its result to ``result_path``."""
+        return [*self.command, "--result-file", result_path]
+
+    def to_xcom(self) -> dict[str, Any]:
+        """A JSON-safe form without the secrets (XCom is stored in the metadata database)."""
+        return {
+            "command": self.command,
+            "environment": self.environment,
+            "window": self.window,
+            "cycle_id": self.cycle_id,
+        }
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, Any], environ: dict[str, str] | None = None) -> TrainerLaunch:
+        """The launch planned by another task, with the credentials of this process's environment."""
+        return cls(
+            command=list(value["command"]),
+            environment=dict(value["environment"]),
+            secrets=trainer_secrets(environ),
+            window=list(value.get("window", [])),
+            cycle_id=str(value.get("cycle_id", "")),
+        )
+
+    def project(self) -> ProjectConfig:
+        """The resolved project the trainer receives."""
+        from retrainer.config import parse_config
+
+        return parse_config(json.loads(self.environment[CONFIG_ENV]), Path.cwd(), source=CONFIG_ENV)
+
+
+def trainer_command(
+    cutoff: str,
+    cycle_id: str,
+    *,
+    trigger: str,
+    window_batches: int | None = None,
+    max_train_rows: int | None = None,
+) -> list[str]:
+    """Arguments of ``retrainer train`` for one cycle (the config comes through ``RETRAINER_CONFIG_JSON``)."""
+    command = ["train", "--cutoff", cutoff, "--cycle-id", cycle_id, "--trigger", trigger]
+    if window_batches is not None:
+        command += ["--window-batches", str(window_batches)]
+    if max_train_rows is not None:
+        command += ["--max-train-rows", str(max_train_rows)]
+    return command
+
+
+def trainer_environment(
+    config: ProjectConfig, environ: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The trainer's environment: the resolved project, provenance, and MLflow/S3 settings of the worker.
+
+    Args:
+        config: The project, as the scheduler resolved it (environment variables and relative paths).
+        environ: The worker's environment (default: this process's).
+
+    Returns:
+        ``(environment, secrets)``: variables safe to show, and credentials to pass privately.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    training = config.training
+    environment = {
+        CONFIG_ENV: json.dumps(config.model_dump(mode="json", by_alias=True), separators=(",", ":")),
+        BACKEND_ENV: training.backend.value,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if training.backend is not TrainingBackend.LOCAL:
+        environment[IMAGE_ENV] = training.image
+    environment.update({name: environ[name] for name in PASSTHROUGH_ENV if environ.get(name)})
+    return environment, trainer_secrets(environ)
+
+
+def trainer_secrets(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Credentials of the worker the trainer needs (MLflow, S3): passed privately, never logged or stored."""
+    environ = dict(os.environ if environ is None else environ)
+    return {name: environ[name] for name in SECRET_ENV if environ.get(name)}
+
+
+def plan(
+    config: ProjectConfig,
+    cutoff: str,
+    cycle_id: str,
+    *,
+    trigger: str,
+    window_batches: int | None = None,
+    max_train_rows: int | None = None,
+    require_new_data: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> TrainerLaunch:
+    """Decide whether the cycle trains and on which window, before any trainer is started.
+
+    Args:
+        config: The project.
+        cutoff: The cycle's cutoff (ISO time).
+        cycle_id: Identifies the cycle in run names and tags.
+        trigger: Why the cycle runs, recorded on the candidate run.
+        window_batches: Override of ``window.batches``.
+        max_train_rows: Train on a sample of at most this many rows.
+        require_new_data: The cycle's new batches; when given and empty, there is nothing to retrain on.
+        environ: The worker's environment (default: this process's).
+
+    Returns:
+        The launch of the trainer.
+
+    Raises:
+        NothingToTrainError: ``require_new_data`` is an empty list.
+        CatalogError: No accepted batch ended by the cutoff.
+    """
+    from retrainer.catalog import Catalog, CatalogError
+    from retrainer.steps import NothingToTrainError, parse_cutoff
+
+    if require_new_data is not None and not require_new_data:
+        raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
+    records = Catalog(config).window(parse_cutoff(cutoff), window_batches or config.window.batches)
+    if not records:
+        raise CatalogError(f"no accepted batch ended by {parse_cutoff(cutoff).isoformat()}: nothing to train on")
+    environment, secrets = trainer_environment(config, environ)
+    command = trainer_command(
+        cutoff, cycle_id, trigger=trigger, window_batches=window_batches, max_train_rows=max_train_rows
+    )
+    return TrainerLaunch(command, environment, secrets, [r.batch_id for r in records], cycle_id)
+
+
+def close_abandoned_runs(config: ProjectConfig, cycle_id: str, reason: str) -> list[str]:
+    """Mark the cycle's candidate runs that a dead trainer left RUNNING as KILLED, saying why.
+
+    Such a run has no model, so it is never evaluated nor registered; closing it keeps the MLflow UI honest and
+    leaves its batches "new" for the next cycle.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    from mlflow import MlflowClient
+
+    from retrainer.steps import TAG
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG}kind` = 'candidate' and tags.`{TAG}cycle_id` = '{cycle_id}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, f"{TAG}failure", reason[:5000])
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]
+
+
+def provenance(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where this process trains, as the launcher told it: backend, image and image id (empty when unknown)."""
+    environ = os.environ if environ is None else environ
+    return {
+        "training_backend": environ.get(BACKEND_ENV, "in_process"),
+        "trainer_image": environ.get(IMAGE_ENV, ""),
+        "trainer_image_id": environ.get(IMAGE_ID_ENV, ""),
+    }
+
+
+def read_result(text: str | bytes | dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """The trainer's result, checked: a mapping with the candidate's ``run_id``.
+
+    Args:
+        text: The result file's content (or the mapping a backend already decoded).
+        where: Where it was read from, for the error message.
+
+    Raises:
+        TrainerFailedError: The trainer exited 0 but left no usable result.
+    """
+    if text is None or text in ("", b""):
+        raise TrainerFailedError(f"the trainer exited 0 but wrote no result to {where}", 0, [])
+    try:
+        result = text if isinstance(text, dict) else json.loads(text)
+    except ValueError as error:
+        raise TrainerFailedError(f"the trainer's result in {where} is not JSON: {error}", 0, []) from None
+    if not isinstance(result, dict) or not result.get("run_id"):
+        raise TrainerFailedError(f"the trainer's result in {where} has no run_id: {str(result)[:200]}", 0, [])
+    return result
+
+
+def failure_message(
+    exit_code: int | None, tail: list[str], *, where: str, oom_killed: bool = False, memory: str | None = None
+) -> str:
+    """Say why a trainer failed: its exit code, whether it ran out of memory, and its last log lines."""
+    if oom_killed or exit_code == 137:
+        cause = (
+            f"was killed for memory (exit code 137, limit {memory}): raise training.memory or train on fewer rows"
+            if oom_killed
+            else "was killed (exit code 137: out of memory or stopped from outside)"
+        )
+    else:
+        cause = f"exited with code {exit_code}"
+    lines = "\n".join(f"  | {line}" for line in tail[-TAIL_LINES:]) or "  | (no output)"
+    return f"the trainer in {where} {cause}; no model was registered. Its last log lines:\n{lines}"
+
+
+def run_local(
+    launch: TrainerLaunch,
+    *,
+    timeout_s: float,
+    log_line: Callable[[str], None] = lambda line: None,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    """Run the trainer as a subprocess of this worker (the ``local`` backend) and return its result.
+
+    Args:
+        launch: The planned launch.
+        timeout_s: Kill the trainer after this many seconds.
+        log_line: Receives each line the trainer prints, as it prints it.
+        python: The interpreter whose ``retrainer`` package runs the trainer.
+
+    Raises:
+        TrainerFailedError: The trainer exited non-zero, timed out or left no result.
+    """
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with tempfile.TemporaryDirectory(prefix="retrainer-train-") as folder:
+        result_path = Path(folder) / "result.json"
+        env = {**os.environ, **launch.environment, **launch.secrets}
+        process = subprocess.Popen(
+            [python, "-m", "retrainer", *launch.command_with_result(str(result_path))],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        timer = threading.Timer(timeout_s, process.kill)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                log_line(line)
+            exit_code = process.wait()
+        finally:
+            timer.cancel()
+            if process.poll() is None:
+                process.kill()
+        if exit_code != 0:
+            where = "a local subprocess"
+            if exit_code == -9:
+                tail.append(f"(killed after the {timeout_s:.0f} s timeout, training.timeout_minutes)")
+            raise TrainerFailedError(failure_message(exit_code, list(tail), where=where), exit_code, list(tail))
+        text = result_path.read_text() if result_path.exists() else None
+        return read_result(text, str(result_path))

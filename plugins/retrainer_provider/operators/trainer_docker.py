@@ -1,0 +1,168 @@
+"""The ``docker`` training backend: the trainer image on a Docker engine, through Airflow's Docker provider."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from airflow.providers.docker.exceptions import DockerContainerFailedException
+from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.sdk.exceptions import AirflowException
+from docker.types import DeviceRequest, Mount
+
+from retrainer.config import TrainingConfig
+from retrainer_provider.hooks.mlflow import MlflowHook
+
+NETWORK_ENV = "RETRAINER_DOCKER_NETWORK"
+
+
+class _HardLimits:
+    """The engine's API client, whose host configs also carry a hard CPU limit and no swap.
+
+    DockerOperator's ``cpus`` only sets ``cpu_shares``, a relative weight that limits nothing on an idle host;
+    ``nano_cpus`` caps the container at that many CPUs, like ``docker run --cpus``. Swap equal to the memory
+    limit means none beyond it, so ``training.memory`` is what the trainer gets.
+    """
+
+    def __init__(self, client: Any, training: TrainingConfig) -> None:
+        self._client = client
+        self._limits = {"nano_cpus": int(training.cpus * 1e9), "memswap_limit": training.memory_bytes}
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        return self._client.create_host_config(**self._limits, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class TrainerDockerOperator(DockerOperator):
+    """Runs the trainer image with the planned ``retrainer train`` command on a Docker engine.
+
+    - **Engine**: ``DOCKER_HOST`` of the worker (default ``unix:///var/run/docker.sock``). An unreachable engine
+      fails the task with an error that says so.
+    - **Network**: ``RETRAINER_DOCKER_NETWORK`` (default ``host``, which reaches an MLflow server on the host;
+      in docker-compose, the compose network).
+    - **Data**: a local data root is bind-mounted read-only at the same path; S3 is read with the worker's
+      credentials, passed as private environment variables.
+    - **Limits**: ``training.cpus`` (a hard limit) and ``training.memory``; ``device: cuda`` requests the GPUs.
+    - **Result**: the trainer writes it to a file in the container, read back before the container is removed.
+    - **Provenance**: the image reference and id are passed to the trainer, which records them on the run (and
+      promotion on the model version).
+
+    Args:
+        launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
+        training: The project's training settings.
+        data_root: The local data root to mount, or None when the data is on S3.
+    """
+
+    template_fields = (*DockerOperator.template_fields, "launch")
+    ui_color = "#d6eaf8"
+
+    def __init__(self, *, launch: Any, training: TrainingConfig, data_root: str | None, **kwargs: Any) -> None:
+        from retrainer.training import CONTAINER_RESULT_PATH
+
+        super().__init__(
+            image=training.image,
+            network_mode=os.environ.get(NETWORK_ENV, "host"),
+            mounts=[Mount(target=data_root, source=data_root, type="bind", read_only=True)] if data_root else [],
+            cpus=training.cpus,
+            mem_limit=training.memory_bytes,
+            auto_remove="success",
+            mount_tmp_dir=False,
+            retrieve_output=True,
+            retrieve_output_path=CONTAINER_RESULT_PATH,
+            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if training.device == "cuda" else [],
+            **kwargs,
+        )
+        self.launch = launch
+        self.training = training
+        # The result file is JSON, not a pickle (DockerOperator reads it with this library).
+        self.pickling_library = json
+
+    @property
+    def cli(self) -> Any:
+        return _HardLimits(self.hook.api_client, self.training)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrainer.training import CONTAINER_RESULT_PATH, IMAGE_ID_ENV, TrainerLaunch, read_result
+
+        MlflowHook().configure()
+        launch = TrainerLaunch.from_xcom(self.launch)
+        client = self._engine()
+        image_id = self._image_id(client)
+        self.command = launch.command_with_result(CONTAINER_RESULT_PATH)
+        self.environment = {**launch.environment, IMAGE_ID_ENV: image_id}
+        self._private_environment = launch.secrets
+        self.labels = {"retrainer.cycle_id": launch.cycle_id, "retrainer.step": "train"}
+        self.log.info(
+            "training on %s in %s (%s), %.1f CPUs, %s memory, device %s",
+            ", ".join(launch.window),
+            self.image,
+            image_id,
+            self.training.cpus,
+            self.training.memory,
+            self.training.device,
+        )
+        try:
+            output = super().execute(context)
+        except DockerContainerFailedException as error:
+            raise self._failure(launch, list(error.logs or [])) from None
+        return read_result(output, f"{CONTAINER_RESULT_PATH} of the container")
+
+    def _engine(self) -> Any:
+        """The engine's client; an unreachable engine is an error that says which URL and what to do."""
+        try:
+            client = self.hook.api_client
+            client.ping()
+        except Exception as error:
+            raise AirflowException(
+                f"training.backend is docker but no Docker engine answers at {self.docker_url} ({error}). "
+                "Start the engine or point DOCKER_HOST at it, or set training.backend: local"
+            ) from None
+        return client
+
+    def _image_id(self, client: Any) -> str:
+        """The image's digest (or id, for a locally built image), pulling it first when it is missing."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            details = client.inspect_image(self.image)
+        except ImageNotFound:
+            self.log.info("image %s is not on the engine: pulling it", self.image)
+            try:
+                client.pull(self.image)
+                details = client.inspect_image(self.image)
+            except APIError as error:
+                raise AirflowException(
+                    f"trainer image {self.image} is not on the engine at {self.docker_url} and cannot be pulled "
+                    f"({error.explanation or error}): build it with `make trainer-image` or set training.image"
+                ) from None
+        digests = details.get("RepoDigests") or []
+        return digests[0] if digests else details["Id"]
+
+    def _failure(self, launch: Any, logs: list[Any]) -> AirflowException:
+        """Why the container failed (exit code, out of memory), with its last lines; the container is removed."""
+        from retrainer.training import close_abandoned_runs, failure_message
+
+        state: dict[str, Any] = {}
+        try:
+            state = self.cli.inspect_container(self.container["Id"])["State"]
+            self.cli.remove_container(self.container["Id"], force=True)
+        except Exception as error:  # the failure itself matters more than the clean-up
+            self.log.warning("could not inspect or remove the failed container: %s", error)
+        tail = [line.decode(errors="replace") if isinstance(line, bytes) else str(line) for line in logs]
+        message = failure_message(
+            state.get("ExitCode"),
+            [line.rstrip("\n") for line in tail],
+            where=f"container {self.image}",
+            oom_killed=bool(state.get("OOMKilled")),
+            memory=self.training.memory,
+        )
+        try:
+            closed = close_abandoned_runs(launch.project(), launch.cycle_id, message)
+            if closed:
+                self.log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
+        except Exception as error:
+            self.log.warning("could not close the unfinished candidate runs: %s", error)
+        return AirflowException(message)

@@ -1,0 +1,111 @@
+"""The ``kubernetes`` training backend: the trainer image as a pod, through KubernetesPodOperator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException
+from kubernetes.client import models as k8s
+
+from retrainer.config import TrainingConfig
+
+
+class TrainerPodOperator(KubernetesPodOperator):
+    """Runs the trainer image with the planned ``retrainer train`` command as a pod.
+
+    - **Cluster**: the Airflow connection ``kubernetes_default`` (in-cluster, a kube config...).
+    - **Resources**: requests equal to limits (``training.cpus``, ``training.memory``), and one
+      ``nvidia.com/gpu`` with ``device: cuda``; ``training.kubernetes.node_selector`` picks the node pool.
+    - **Data**: on S3, or a local data root held by ``training.kubernetes.data_volume_claim``, mounted read-only
+      at the same path. Credentials come from ``training.kubernetes.env_from_secret``, never from the worker.
+    - **Result**: the trainer writes it to ``/airflow/xcom/return.json``, read by the XCom sidecar.
+    - The pod runs as non-root without privilege escalation and is deleted when it succeeds (a failed pod is
+      kept for ``kubectl describe``).
+
+    Args:
+        launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
+        training: The project's training settings.
+        data_root: The local data root to mount from the claim, or None when the data is on S3.
+        pod_name: Base name of the pods (a random suffix is added).
+    """
+
+    template_fields = (*KubernetesPodOperator.template_fields, "launch")
+    ui_color = "#fdebd0"
+
+    def __init__(
+        self, *, launch: Any, training: TrainingConfig, data_root: str | None, pod_name: str, **kwargs: Any
+    ) -> None:
+        settings = training.kubernetes
+        volumes, mounts = [], []
+        if data_root and settings.data_volume_claim:
+            volumes.append(
+                k8s.V1Volume(
+                    name="data",
+                    persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                        claim_name=settings.data_volume_claim, read_only=True
+                    ),
+                )
+            )
+            mounts.append(k8s.V1VolumeMount(name="data", mount_path=data_root, read_only=True))
+        super().__init__(
+            name=pod_name.replace("_", "-"),
+            namespace=settings.namespace,
+            image=training.image,
+            image_pull_policy="IfNotPresent",
+            cmds=["retrainer"],
+            container_resources=_resources(training),
+            node_selector=settings.node_selector or None,
+            service_account_name=settings.service_account,
+            env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=settings.env_from_secret))]
+            if settings.env_from_secret
+            else None,
+            volumes=volumes,
+            volume_mounts=mounts,
+            container_security_context=k8s.V1SecurityContext(
+                run_as_non_root=True, allow_privilege_escalation=False
+            ),
+            do_xcom_push=True,
+            get_logs=True,
+            on_finish_action="delete_succeeded_pod",
+            **kwargs,
+        )
+        self.launch = launch
+        self.training = training
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        """The pod, with the planned command and environment (rendered ``launch``)."""
+        from retrainer.training import IMAGE_ID_ENV, POD_RESULT_PATH, TrainerLaunch
+
+        launch = TrainerLaunch.from_xcom(self.launch, environ={})
+        self.arguments = launch.command_with_result(POD_RESULT_PATH)
+        # The pod reports the image it was started from; the digest is the kubelet's to resolve.
+        self.env_vars = [
+            k8s.V1EnvVar(name=name, value=value)
+            for name, value in {**launch.environment, IMAGE_ID_ENV: self.image}.items()
+        ]
+        return super().build_pod_request_obj(context, dry_run=dry_run)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, close_abandoned_runs, read_result
+
+        launch = TrainerLaunch.from_xcom(self.launch, environ={})
+        try:
+            output = super().execute(context)
+        except AirflowException as error:
+            message = f"the trainer pod failed; no model was registered (its log lines are above): {error}"
+            try:
+                close_abandoned_runs(launch.project(), launch.cycle_id, message)
+            except Exception as close_error:
+                self.log.warning("could not close the unfinished candidate runs: %s", close_error)
+            raise AirflowException(message) from None
+        return read_result(output, f"{POD_RESULT_PATH} of the pod")
+
+
+def _resources(training: TrainingConfig) -> k8s.V1ResourceRequirements:
+    """Requests equal to limits (the Guaranteed QoS class: a trainer is not evicted for a neighbour)."""
+    limits = {"cpu": f"{int(training.cpus * 1000)}m", "memory": f"{training.memory_bytes // 1024**2}Mi"}
+    requests = dict(limits)
+    if training.device == "cuda":
+        limits["nvidia.com/gpu"] = "1"
+    return k8s.V1ResourceRequirements(limits=limits, requests=requests)

@@ -1,0 +1,133 @@
+"""The train task's operators, without an engine or a cluster: what they would start, and their errors.
+
+A real Docker engine runs them in ``tests/integration/test_docker_training.py``; no cluster is reachable here,
+so the Kubernetes pod is checked as the operator renders it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from retrainer import training
+from retrainer.config import ProjectConfig, parse_config
+
+
+def _project(synth: SimpleNamespace, tmp_path: Path, **section: Any) -> ProjectConfig:
+    document = synth.config_dict(estimator="xgboost")
+    document["training"] = section
+    return parse_config(document, tmp_path)
+
+
+def trainer_operator(project: ProjectConfig, launch: dict[str, Any]) -> Any:
+    from retrainer_provider.operators import trainer_operator  # on sys.path once the Airflow home is set up
+
+    return trainer_operator(project, launch)
+
+
+def _launch(project: ProjectConfig) -> dict[str, Any]:
+    environment, _ = training.trainer_environment(project, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    command = training.trainer_command("2024-02-05T03:00:00+00:00", "c1", trigger="scheduled")
+    return training.TrainerLaunch(command, environment, {}, ["2024-01-29"], "c1").to_xcom()
+
+
+def test_the_local_backend_runs_a_subprocess(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = _project(synth, tmp_path)
+    operator = trainer_operator(project, _launch(project))
+    assert type(operator).__name__ == "TrainerSubprocessOperator"
+    assert operator.execution_timeout.total_seconds() == 3600
+
+
+def test_the_docker_backend_limits_mounts_and_cleans_up(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = _project(synth, tmp_path, backend="docker", image="team/trainer:7", cpus=1.5, memory="3g")
+    operator = trainer_operator(project, _launch(project))
+    assert type(operator).__name__ == "TrainerDockerOperator"
+    assert operator.image == "team/trainer:7"
+    assert operator.mem_limit == 3 * 1024**3
+    assert operator.network_mode == "host"  # reaches an MLflow server on the host
+    assert operator.auto_remove == "success"  # a failed container is inspected, then removed
+    [mount] = operator.mounts
+    assert mount["Target"] == mount["Source"] == project.data.root_uri
+    assert mount["ReadOnly"] is True
+    assert operator.device_requests == []
+    assert "launch" in operator.template_fields
+
+
+def test_the_docker_backend_sets_hard_limits_on_the_container(synth: SimpleNamespace, tmp_path: Path) -> None:
+    from docker import APIClient
+
+    project = _project(synth, tmp_path, backend="docker", cpus=1.5, memory="3g")
+    operator = trainer_operator(project, _launch(project))
+    operator.hook.__dict__["api_client"] = APIClient(base_url="unix:///nonexistent.sock", version="1.43")
+    host_config = operator.cli.create_host_config(mem_limit=operator.mem_limit, cpu_shares=1536)
+    assert host_config["NanoCpus"] == 1_500_000_000  # a hard limit, not only a relative weight
+    assert host_config["Memory"] == host_config["MemorySwap"] == 3 * 1024**3  # no swap beyond the limit
+
+
+def test_cuda_requests_the_gpus_from_docker(synth: SimpleNamespace, tmp_path: Path) -> None:
+    project = _project(synth, tmp_path, backend="docker", device="cuda")
+    [request] = trainer_operator(project, _launch(project)).device_requests
+    assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+
+
+def test_an_unreachable_engine_fails_with_an_error_that_says_so(
+    synth: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    project = _project(synth, tmp_path, backend="docker")
+    operator = trainer_operator(project, _launch(project))
+    with pytest.raises(AirflowException, match=r"no Docker engine answers at unix://.*no-engine\.sock") as error:
+        operator._engine()
+    assert "training.backend: local" in str(error.value)
+
+
+def test_the_kubernetes_pod_spec(synth: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-in-a-pod-spec")
+    project = _project(
+        synth,
+        tmp_path,
+        backend="kubernetes",
+        image="registry.example/trainer:7",
+        cpus=2,
+        memory="6Gi",
+        device="cuda",
+        kubernetes={
+            "namespace": "ml",
+            "service_account": "trainer",
+            "data_volume_claim": "retrainer-data",
+            "node_selector": {"pool": "gpu"},
+            "env_from_secret": "retrainer-credentials",
+        },
+    )
+    operator = trainer_operator(project, _launch(project))
+    pod = operator.build_pod_request_obj(dry_run=True)
+    spec = pod.spec
+    [trainer] = [c for c in spec.containers if c.name == "base"]
+    assert pod.metadata.namespace == "ml"
+    assert pod.metadata.name.startswith("train-synthetic-sales")
+    assert trainer.image == "registry.example/trainer:7"
+    assert trainer.command == ["retrainer"]
+    assert trainer.args[:2] == ["train", "--cutoff"]
+    assert trainer.args[-2:] == ["--result-file", "/airflow/xcom/return.json"]
+    assert any(c.name == "airflow-xcom-sidecar" for c in spec.containers)  # reads the result file
+    assert trainer.resources.limits == {"cpu": "2000m", "memory": "6144Mi", "nvidia.com/gpu": "1"}
+    assert trainer.resources.requests == {"cpu": "2000m", "memory": "6144Mi"}
+    env = {e.name: e.value for e in trainer.env}
+    assert training.TrainerLaunch([], env).project() == project
+    assert env[training.BACKEND_ENV] == "kubernetes"
+    assert "never-in-a-pod-spec" not in str(pod.to_dict())
+    assert trainer.env_from[0].secret_ref.name == "retrainer-credentials"
+    [volume] = [v for v in spec.volumes if v.name == "data"]  # besides the XCom sidecar's
+    assert volume.persistent_volume_claim.claim_name == "retrainer-data"
+    assert volume.persistent_volume_claim.read_only is True
+    [mount] = [m for m in trainer.volume_mounts if m.name == "data"]
+    assert mount.mount_path == project.data.root_uri and mount.read_only is True
+    assert spec.node_selector == {"pool": "gpu"}
+    assert spec.service_account_name == "trainer"
+    assert trainer.security_context.run_as_non_root is True
+    assert spec.restart_policy == "Never"

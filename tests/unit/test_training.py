@@ -1,0 +1,213 @@
+"""Launching the trainer: configuration, the plan every backend runs, the local backend and failures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from retrainer import steps, training
+from retrainer.catalog import CatalogError
+from retrainer.config import ConfigError, ProjectConfig, TrainingBackend, parse_config, parse_memory
+
+
+def _config(synth: SimpleNamespace, tmp_path: Path, **training_section: Any) -> ProjectConfig:
+    document = synth.config_dict()
+    if training_section:
+        document["training"] = training_section
+    return parse_config(document, tmp_path)
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+def test_training_defaults_to_the_local_backend(synth: SimpleNamespace, tmp_path: Path) -> None:
+    config = _config(synth, tmp_path)
+    assert config.training.backend is TrainingBackend.LOCAL
+    assert config.training.memory_bytes == 4 * 1024**3
+    assert config.training.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512m", 512 * 1024**2), ("4g", 4 * 1024**3), ("4Gi", 4 * 1024**3), ("2048Mi", 2 * 1024**3), (2**30, 2**30)],
+)
+def test_memory_sizes_are_read_as_docker_and_kubernetes_write_them(text: Any, size: int) -> None:
+    assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"memory": "lots"}, "training.memory"),
+        ({"memory": "1m"}, "training.memory"),
+        ({"backend": "podman"}, "training.backend"),
+        ({"cpus": 0}, "training.cpus"),
+        ({"device": "tpu"}, "training.device"),
+        ({"kubernetes": {"namespce": "ml"}}, "training.kubernetes.namespce"),
+    ],
+)
+def test_a_bad_training_setting_is_named(
+    synth: SimpleNamespace, tmp_path: Path, section: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        _config(synth, tmp_path, **section)
+
+
+def test_cuda_needs_an_xgboost_estimator(synth: SimpleNamespace, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"training\.device: cuda needs an xgboost estimator"):
+        _config(synth, tmp_path, device="cuda")  # the synthetic project's estimator is a linear model
+
+
+def test_a_pod_cannot_train_on_a_local_folder_without_a_claim(synth: SimpleNamespace, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"training\.kubernetes\.data_volume_claim"):
+        _config(synth, tmp_path, backend="kubernetes")
+    claimed = _config(synth, tmp_path, backend="kubernetes", kubernetes={"data_volume_claim": "retrainer-data"})
+    assert claimed.training.kubernetes.data_volume_claim == "retrainer-data"
+
+
+# -- the plan -----------------------------------------------------------------------------------------------
+def test_the_plan_runs_retrainer_train_with_the_resolved_project(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project()
+    project.land_and_accept(range(4))
+    cutoff = synth.cutoff_after(3).isoformat()
+    environ = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HOME": "/root"}
+    launch = training.plan(
+        project.config, cutoff, "cycle_1", trigger="drift_alert", max_train_rows=500, environ=environ
+    )
+    assert launch.command == [
+        *("train", "--cutoff", cutoff, "--cycle-id", "cycle_1"),
+        *("--trigger", "drift_alert", "--max-train-rows", "500"),
+    ]
+    assert launch.window == [synth.batch_id(w) for w in range(4)]
+    # The trainer gets the project as the scheduler resolved it, so it needs no config file.
+    assert launch.project() == project.config
+    assert launch.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "HOME" not in launch.environment
+    # Credentials travel privately: never in the XCom (the metadata database) nor in the shown environment.
+    assert launch.secrets == {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    assert "s3cr3t" not in json.dumps(launch.to_xcom())
+    restored = training.TrainerLaunch.from_xcom(launch.to_xcom(), environ=environ)
+    assert restored == launch
+    assert launch.command_with_result("/tmp/r.json")[-2:] == ["--result-file", "/tmp/r.json"]
+
+
+def test_the_plan_refuses_before_any_trainer_starts(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project()
+    with pytest.raises(CatalogError, match="no accepted batch ended by"):
+        training.plan(project.config, synth.cutoff_after(3).isoformat(), "c", trigger="manual")
+    project.land_and_accept(range(4))
+    with pytest.raises(steps.NothingToTrainError, match="no new accepted batch"):
+        training.plan(
+            project.config, synth.cutoff_after(3).isoformat(), "c", trigger="manual", require_new_data=[]
+        )
+
+
+# -- results and failures -----------------------------------------------------------------------------------
+def test_a_result_without_a_run_id_is_an_error() -> None:
+    assert training.read_result('{"run_id": "abc"}', "f")["run_id"] == "abc"
+    assert training.read_result({"run_id": "abc"}, "f")["run_id"] == "abc"
+    for text, message in ((None, "wrote no result to f"), ("{oops", "not JSON"), ('{"x": 1}', "has no run_id")):
+        with pytest.raises(training.TrainerFailedError, match=message):
+            training.read_result(text, "f")
+
+
+def test_the_failure_message_says_out_of_memory_and_shows_the_last_lines() -> None:
+    tail = [f"line {i}" for i in range(50)]
+    message = training.failure_message(137, tail, where="container t:1", oom_killed=True, memory="256m")
+    assert "killed for memory (exit code 137, limit 256m)" in message
+    assert "no model was registered" in message
+    assert "| line 49" in message and "| line 19" not in message  # the last 30 lines
+    assert "exited with code 3" in training.failure_message(3, [], where="x")
+    assert "(no output)" in training.failure_message(3, [], where="x")
+
+
+@pytest.fixture
+def trainable(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace, mlflow_tracking: str
+) -> SimpleNamespace:
+    project = synthetic_project()
+    project.land_and_accept(range(4))
+    return SimpleNamespace(project=project, cutoff=synth.cutoff_after(3).isoformat())
+
+
+def test_the_local_backend_trains_in_a_subprocess_and_records_where(trainable: SimpleNamespace) -> None:
+    import mlflow
+
+    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_local", trigger="scheduled")
+    lines: list[str] = []
+    result = training.run_local(launch, timeout_s=300, log_line=lines.append)
+    assert lines, "the trainer's output goes to the task log"
+    run = mlflow.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["retrainer.training_backend"] == "local"
+    assert run.data.tags["retrainer.trigger"] == "scheduled"
+    assert run.data.tags["retrainer.cycle_id"] == "cycle_local"
+    assert result["window"] == launch.window
+
+
+def test_a_failing_trainer_reports_its_exit_code_and_last_lines(
+    trainable: SimpleNamespace, synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_bad", trigger="manual")
+    broken = launch.project().model_dump(mode="json", by_alias=True)
+    broken["estimator"] = {"class": "sklearn.linear_model.NoSuchRegressor"}
+    launch = training.TrainerLaunch(
+        launch.command, {**launch.environment, training.CONFIG_ENV: json.dumps(broken)}, {}, launch.window, "c"
+    )
+    with pytest.raises(training.TrainerFailedError) as failed:
+        training.run_local(launch, timeout_s=300)
+    assert failed.value.exit_code == 1
+    assert "exited with code 1" in str(failed.value)
+    assert "NoSuchRegressor" in str(failed.value)  # the trainer's own error line, from its output
+
+
+def test_a_trainer_past_its_timeout_is_killed(trainable: SimpleNamespace) -> None:
+    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_slow", trigger="manual")
+    with pytest.raises(training.TrainerFailedError, match="timeout") as failed:
+        training.run_local(launch, timeout_s=0.5)
+    assert failed.value.exit_code == -9
+
+
+def test_a_killed_trainers_run_is_closed_and_its_batches_stay_new(trainable: SimpleNamespace) -> None:
+    import mlflow
+
+    config = trainable.project.config
+    window = trainable.project.landed
+    mlflow.set_experiment(config.name)
+    # What a trainer killed mid-run leaves behind: a candidate run that never finished, without a model.
+    run = mlflow.start_run(run_name="killed")
+    mlflow.set_tags(
+        {"retrainer.kind": "candidate", "retrainer.cycle_id": "c9", "retrainer.window": json.dumps(window)}
+    )
+    mlflow.end_run(status="RUNNING")
+    assert mlflow.get_run(run.info.run_id).info.status == "RUNNING"
+    assert steps.untrained_batches(config, trainable.cutoff) == window
+
+    closed = training.close_abandoned_runs(config, "c9", "killed for memory")
+    assert closed == [run.info.run_id]
+    killed = mlflow.get_run(run.info.run_id)
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["retrainer.failure"] == "killed for memory"
+    assert training.close_abandoned_runs(config, "other_cycle", "x") == []
+    assert steps.untrained_batches(config, trainable.cutoff) == window
+
+
+def test_provenance_defaults_to_in_process() -> None:
+    assert training.provenance({}) == {
+        "training_backend": "in_process",
+        "trainer_image": "",
+        "trainer_image_id": "",
+    }
+    env = {training.BACKEND_ENV: "docker", training.IMAGE_ENV: "t:1", training.IMAGE_ID_ENV: "sha256:ab"}
+    assert training.provenance(env) == {
+        "training_backend": "docker",
+        "trainer_image": "t:1",
+        "trainer_image_id": "sha256:ab",
+    }
