@@ -3,7 +3,7 @@
 # reachable: installs docker.io and debootstrap from Debian if missing, builds a local Python 3.11 base image
 # from Debian's archive (no pull), and prints the DOCKER_HOST to export.
 #   scripts/docker-engine.sh start [DIR]    (default DIR: .docker-engine)
-#   scripts/docker-engine.sh base-image     build local/python-base from debootstrap (once)
+#   scripts/docker-engine.sh base-image     build local/python-base from debootstrap (once; on DOCKER_HOST if set)
 #   scripts/docker-engine.sh stop [DIR]
 set -euo pipefail
 cmd=${1:-start}
@@ -33,7 +33,7 @@ case "$cmd" in
     echo "export DOCKER_HOST=$sock"
     ;;
   base-image)
-    export DOCKER_HOST=$sock
+    export DOCKER_HOST=${DOCKER_HOST:-$sock}
     docker image inspect local/python-base >/dev/null 2>&1 && { echo "local/python-base exists"; exit 0; }
     rootfs=$(mktemp -d)
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" >/dev/null

@@ -422,7 +422,7 @@ class AirflowClient:
         )
         content = body.get("content", "")
         if isinstance(content, list):
-            return "\n".join(item.get("event", "") if isinstance(item, dict) else str(item) for item in content)
+            return "\n".join(_log_line(item) for item in content)
         return str(content)
 
     def wait_for_dag_run(self, dag_id: str, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
@@ -456,3 +456,14 @@ class AirflowClient:
         """Post an event on an asset, which starts the DAGs scheduled on it."""
         body = {"asset_id": self.asset_id(uri), "extra": extra or {}}
         return self._request("POST", "/api/v2/assets/events", json=body).json()
+
+
+def _log_line(item: Any) -> str:
+    """One structured log entry as the UI shows it: the event, and the exception of a failed task."""
+    if not isinstance(item, dict):
+        return str(item)
+    lines = [str(item.get("event", ""))]
+    for error in item.get("error_detail") or []:
+        if isinstance(error, dict):
+            lines.append(f"{error.get('exc_type', 'Error')}: {error.get('exc_value', '')}")
+    return "\n".join(lines)

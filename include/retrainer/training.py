@@ -24,9 +24,9 @@ from typing import Any
 from retrainer.config import ProjectConfig, TrainingBackend
 
 CONFIG_ENV = "RETRAINER_CONFIG_JSON"
-BACKEND_ENV = "RETRAINER_TRAINING_BACKEND"
-IMAGE_ENV = "RETRAINER_TRAINER_IMAGE"
-IMAGE_ID_ENV = "RETRAINER_TRAINER_IMAGE_ID"
+BACKEND_ENV = "RETRAINER_LAUNCH_BACKEND"
+IMAGE_ENV = "RETRAINER_LAUNCH_IMAGE"
+IMAGE_ID_ENV = "RETRAINER_LAUNCH_IMAGE_ID"
 # Where a container writes its result; a Kubernetes pod writes it where the XCom sidecar reads it.
 CONTAINER_RESULT_PATH = "/tmp/retrainer-result.json"
 POD_RESULT_PATH = "/airflow/xcom/return.json"

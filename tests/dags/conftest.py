@@ -18,6 +18,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
     os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+    # The demo project's own defaults (a developer may have chosen another backend in the shell).
+    for name in ("RETRAINER_TRAINING_BACKEND", "RETRAINER_TRAINER_IMAGE"):
+        os.environ.pop(name, None)
     # Airflow puts the plugins folder on sys.path; so do the tests.
     sys.path.insert(0, str(REPO / "plugins"))
     return home

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from retrainer.stack import REPO_ROOT, StackSettings
@@ -57,3 +61,95 @@ def write_manual_project(root: Path, name: str, registered_model: str) -> Path:
     path = projects / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+# -- a real Docker engine and the trainer image --------------------------------------------------------------
+ENGINE_DIR = REPO_ROOT / ".docker-engine"
+TRAINER_IMAGE = "retrainer/trainer"
+
+
+def _engine_answers(host: str) -> bool:
+    from docker import APIClient
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    try:
+        with APIClient(base_url=host, timeout=10) as client:
+            return bool(client.ping())
+    except (DockerException, RequestException, OSError):
+        return False
+
+
+def _no_engine(reason: str) -> None:
+    """Skip where no engine can run; in CI (``CI=true``) the container tests must run, so fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run the container tests, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """A Docker engine: ``DOCKER_HOST`` if one answers there, else a private one started for the session.
+
+    The private engine (``scripts/docker-engine.sh``: Debian's docker.io, installed if missing, which needs
+    root) keeps its images in ``.docker-engine/``, so later sessions reuse the built trainer image.
+    """
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if _engine_answers(host):
+        yield host
+        return
+    started = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "docker-engine.sh"), "start", str(ENGINE_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if started.returncode != 0:
+        _no_engine(
+            f"no Docker engine answers at {host} and none could be started: {started.stderr.strip()[-500:]}"
+        )
+    host = f"unix://{ENGINE_DIR}/docker.sock"
+    try:
+        yield host
+    finally:
+        subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "docker-engine.sh"), "stop", str(ENGINE_DIR)], check=False
+        )
+
+
+def _has_image(host: str, name: str) -> bool:
+    from docker import APIClient
+
+    with APIClient(base_url=host, timeout=30) as client:
+        return bool(client.images(name=name))
+
+
+@pytest.fixture(scope="session")
+def trainer_image(docker_host: str) -> str:
+    """The trainer image of this checkout, built with ``make trainer-image`` (layers are cached by the engine).
+
+    The base is ``python:3.11-slim`` where the engine has it or can pull it, else ``local/python-base``, built
+    from Debian's archive (no registry needed).
+    """
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    base = "python:3.11-slim"
+    if not _has_image(docker_host, base):
+        pulled = subprocess.run(["docker", "pull", base], env=env, capture_output=True, text=True, timeout=600)
+        if pulled.returncode != 0:
+            base = "local/python-base"
+            subprocess.run(
+                ["bash", str(REPO_ROOT / "scripts" / "docker-engine.sh"), "base-image"],
+                env=env,
+                check=True,
+                timeout=900,
+            )
+    built = subprocess.run(
+        ["make", "--no-print-directory", "trainer-image", f"BASE_IMAGE={base}", f"TRAINER_IMAGE={TRAINER_IMAGE}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, f"make trainer-image failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
+    return f"{TRAINER_IMAGE}:latest"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cached_property
 from typing import Any
 
 from airflow.providers.docker.exceptions import DockerContainerFailedException
@@ -17,20 +18,28 @@ from retrainer_provider.hooks.mlflow import MlflowHook
 NETWORK_ENV = "RETRAINER_DOCKER_NETWORK"
 
 
-class _HardLimits:
-    """The engine's API client, whose host configs also carry a hard CPU limit and no swap.
+class _TrainerEngine:
+    """The engine's API client, with hard limits on the trainer's container and a record of how it ended.
 
-    DockerOperator's ``cpus`` only sets ``cpu_shares``, a relative weight that limits nothing on an idle host;
-    ``nano_cpus`` caps the container at that many CPUs, like ``docker run --cpus``. Swap equal to the memory
-    limit means none beyond it, so ``training.memory`` is what the trainer gets.
+    - DockerOperator's ``cpus`` only sets ``cpu_shares``, a relative weight that limits nothing on an idle host;
+      ``nano_cpus`` caps the container at that many CPUs, like ``docker run --cpus``. Swap equal to the memory
+      limit means none beyond it, so ``training.memory`` is what the trainer gets.
+    - The container's final state (exit code, killed for memory) is read as soon as it exits, before
+      ``auto_remove`` deletes it.
     """
 
     def __init__(self, client: Any, training: TrainingConfig) -> None:
         self._client = client
         self._limits = {"nano_cpus": int(training.cpus * 1e9), "memswap_limit": training.memory_bytes}
+        self.final_state: dict[str, Any] = {}
 
     def create_host_config(self, **kwargs: Any) -> Any:
         return self._client.create_host_config(**self._limits, **kwargs)
+
+    def wait(self, container: Any, *args: Any, **kwargs: Any) -> Any:
+        result = self._client.wait(container, *args, **kwargs)
+        self.final_state = self._client.inspect_container(container)["State"]
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -80,9 +89,9 @@ class TrainerDockerOperator(DockerOperator):
         # The result file is JSON, not a pickle (DockerOperator reads it with this library).
         self.pickling_library = json
 
-    @property
+    @cached_property
     def cli(self) -> Any:
-        return _HardLimits(self.hook.api_client, self.training)
+        return _TrainerEngine(self.hook.api_client, self.training)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import CONTAINER_RESULT_PATH, IMAGE_ID_ENV, TrainerLaunch, read_result
@@ -142,15 +151,10 @@ class TrainerDockerOperator(DockerOperator):
         return digests[0] if digests else details["Id"]
 
     def _failure(self, launch: Any, logs: list[Any]) -> AirflowException:
-        """Why the container failed (exit code, out of memory), with its last lines; the container is removed."""
+        """Why the container failed (exit code, out of memory), with its last lines."""
         from retrainer.training import close_abandoned_runs, failure_message
 
-        state: dict[str, Any] = {}
-        try:
-            state = self.cli.inspect_container(self.container["Id"])["State"]
-            self.cli.remove_container(self.container["Id"], force=True)
-        except Exception as error:  # the failure itself matters more than the clean-up
-            self.log.warning("could not inspect or remove the failed container: %s", error)
+        state = self.cli.final_state
         tail = [line.decode(errors="replace") if isinstance(line, bytes) else str(line) for line in logs]
         message = failure_message(
             state.get("ExitCode"),
