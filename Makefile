@@ -86,6 +86,10 @@ bench: install ## Orchestration cost: one cycle through Airflow vs the same step
 bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 60 s polling sensor (~15 min)
 	$(BIN)/python bench/bench_alert_latency.py
 
+.PHONY: bench-training
+bench-training: install ## Training in a container vs in process, demo size and ~1M rows (needs DOCKER_HOST and make trainer-image)
+	$(BIN)/python bench/bench_training.py
+
 wheels/.complete: docker/trainer-requirements.txt
 	rm -rf wheels && mkdir -p wheels
 	$(BIN)/python -m pip download --quiet --only-binary=:all: -r docker/trainer-requirements.txt "setuptools>=68" -d wheels

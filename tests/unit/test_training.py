@@ -211,3 +211,30 @@ def test_provenance_defaults_to_in_process() -> None:
         "trainer_image": "t:1",
         "trainer_image_id": "sha256:ab",
     }
+
+
+def test_cuda_trains_xgboost_on_the_gpu_and_leaves_a_model_that_predicts_on_the_cpu(
+    synth: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from retrainer import modeling
+
+    document = synth.config_dict(estimator="xgboost")
+    document["training"] = {"device": "cuda"}
+    config = parse_config(document, tmp_path)
+    devices: list[str] = []
+    build = modeling.build_pipeline
+
+    def spy(config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Any:
+        pipeline = build(config, overrides)
+        devices.append(pipeline.named_steps["estimator"].get_params()["device"])
+        return pipeline
+
+    monkeypatch.setattr(modeling, "build_pipeline", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # this machine has no GPU: xgboost says so and falls back to the CPU
+        model = modeling.fit(synth.week(1, 200), config)
+    assert devices == ["cuda"]
+    assert model.named_steps["estimator"].get_params()["device"] == "cpu"
+    assert len(model.predict(synth.week(2, 20))) == 20
