@@ -108,8 +108,10 @@ def _in_process(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, 
 
 def _subprocess(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, Any]]:
     from retrainer import training
+    from retrainer.config import TrainingBackend
 
-    local = config.model_copy(update={"training": config.training.model_copy(update={"backend": "local"})})
+    backend = {"backend": TrainingBackend.LOCAL}
+    local = config.model_copy(update={"training": config.training.model_copy(update=backend)})
     launch = training.plan(local, cutoff, label, trigger="bench")
     started = time.perf_counter()
     result = training.run_local(launch, timeout_s=3600)

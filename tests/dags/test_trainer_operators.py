@@ -131,3 +131,27 @@ def test_the_kubernetes_pod_spec(synth: SimpleNamespace, tmp_path: Path, monkeyp
     assert spec.service_account_name == "trainer"
     assert trainer.security_context.run_as_non_root is True
     assert spec.restart_policy == "Never"
+
+
+def test_a_named_volume_can_hold_the_data_as_in_docker_compose() -> None:
+    from retrainer_provider.operators.trainer_docker import data_mounts
+
+    assert data_mounts(None) == []
+    [bind] = data_mounts("/srv/data/flights")
+    assert (bind["Type"], bind["Source"], bind["Target"], bind["ReadOnly"]) == (
+        "bind",
+        "/srv/data/flights",
+        "/srv/data/flights",
+        True,
+    )
+    [volume] = data_mounts("/data/projects/flights", "retrainer_platform-data:/data/")
+    assert (volume["Type"], volume["Source"], volume["Target"], volume["ReadOnly"]) == (
+        "volume",
+        "retrainer_platform-data",
+        "/data",
+        True,
+    )
+    with pytest.raises(ValueError, match="not under /mnt"):
+        data_mounts("/data/projects/flights", "vol:/mnt")
+    with pytest.raises(ValueError, match="expected NAME:/mount/point"):
+        data_mounts("/data/projects/flights", "just-a-name")

@@ -16,6 +16,32 @@ from retrainer.config import TrainingConfig
 from retrainer_provider.hooks.mlflow import MlflowHook
 
 NETWORK_ENV = "RETRAINER_DOCKER_NETWORK"
+DATA_VOLUME_ENV = "RETRAINER_DOCKER_DATA_VOLUME"
+
+
+def data_mounts(data_root: str | None, volume: str | None = None) -> list[Mount]:
+    """The read-only mount that shows the trainer the data root at the path the worker sees it.
+
+    Args:
+        data_root: The local data root, or None when the data is on S3 (nothing to mount).
+        volume: ``NAME:/path``, a named volume the worker has mounted at ``/path`` (as in docker-compose, where
+            the worker's paths are not the engine host's); by default the data root is bind-mounted from the
+            host, which must then be the worker's host.
+
+    Raises:
+        ValueError: ``volume`` is malformed or does not hold the data root.
+    """
+    if data_root is None:
+        return []
+    if not volume:
+        return [Mount(target=data_root, source=data_root, type="bind", read_only=True)]
+    name, _, mount_point = volume.partition(":")
+    mount_point = mount_point.rstrip("/")
+    if not name or not mount_point.startswith("/"):
+        raise ValueError(f"{DATA_VOLUME_ENV}={volume!r}: expected NAME:/mount/point, e.g. retrainer-data:/data")
+    if data_root != mount_point and not data_root.startswith(mount_point + "/"):
+        raise ValueError(f"{DATA_VOLUME_ENV}={volume!r}: the data root {data_root} is not under {mount_point}")
+    return [Mount(target=mount_point, source=name, type="volume", read_only=True)]
 
 
 class _TrainerEngine:
@@ -52,8 +78,9 @@ class TrainerDockerOperator(DockerOperator):
       fails the task with an error that says so.
     - **Network**: ``RETRAINER_DOCKER_NETWORK`` (default ``host``, which reaches an MLflow server on the host;
       in docker-compose, the compose network).
-    - **Data**: a local data root is bind-mounted read-only at the same path; S3 is read with the worker's
-      credentials, passed as private environment variables.
+    - **Data**: a local data root is bind-mounted read-only at the same path (or, with
+      ``RETRAINER_DOCKER_DATA_VOLUME=NAME:/path``, the named volume holding it, as in docker-compose); S3 is read
+      with the worker's credentials, passed as private environment variables.
     - **Limits**: ``training.cpus`` (a hard limit) and ``training.memory``; ``device: cuda`` requests the GPUs.
     - **Result**: the trainer writes it to a file in the container, read back before the container is removed.
     - **Provenance**: the image reference and id are passed to the trainer, which records them on the run (and
@@ -74,7 +101,7 @@ class TrainerDockerOperator(DockerOperator):
         super().__init__(
             image=training.image,
             network_mode=os.environ.get(NETWORK_ENV, "host"),
-            mounts=[Mount(target=data_root, source=data_root, type="bind", read_only=True)] if data_root else [],
+            mounts=data_mounts(data_root, os.environ.get(DATA_VOLUME_ENV)),
             cpus=training.cpus,
             mem_limit=training.memory_bytes,
             auto_remove="success",
