@@ -113,6 +113,7 @@ class TrainerDockerOperator(DockerOperator):
         )
         self.launch = launch
         self.training = training
+        self.data_root = data_root
         # The result file is JSON, not a pickle (DockerOperator reads it with this library).
         self.pickling_library = json
 
@@ -125,6 +126,12 @@ class TrainerDockerOperator(DockerOperator):
 
         MlflowHook().configure()
         launch = TrainerLaunch.from_xcom(self.launch)
+        # The worker's settings, not those of the process that parsed the DAG.
+        self.network_mode = os.environ.get(NETWORK_ENV, "host")
+        try:
+            self.mounts = data_mounts(self.data_root, os.environ.get(DATA_VOLUME_ENV))
+        except ValueError as error:
+            raise AirflowException(str(error)) from None
         client = self._engine()
         image_id = self._image_id(client)
         self.command = launch.command_with_result(CONTAINER_RESULT_PATH)
