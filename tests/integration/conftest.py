@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
-from retrainer.stack import REPO_ROOT, StackSettings
+from retrainer.stack import REPO_ROOT, StackSettings, StackStatus, start_stack, stop_stack
 
 
 def free_ports(count: int) -> list[int]:
@@ -41,6 +42,32 @@ def temporary_stack(root: Path, dags_folder: Path, plugins_folder: Path) -> Stac
         worker_log_port=worker_log_port,
         trigger_log_port=trigger_log_port,
     )
+
+
+@contextmanager
+def project_stack(
+    factory: pytest.TempPathFactory, projects: Path, gx_root: Path, **env: str
+) -> Iterator[StackStatus]:
+    """A running stack (the repo's dags/ and plugins/) on the project files in ``projects``; stopped on exit.
+
+    Args:
+        factory: Where the stack's state folder is made.
+        projects: The folder of project files (``RETRAINER_PROJECTS_DIR``).
+        gx_root: The Great Expectations context (``RETRAINER_GX_ROOT``).
+        **env: Further environment of the stack's processes.
+    """
+    settings = temporary_stack(factory.mktemp("stack"), REPO_ROOT / "dags", REPO_ROOT / "plugins")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "RETRAINER_PROJECTS_DIR": str(projects),
+            "RETRAINER_GX_ROOT": str(gx_root),
+            **env,
+        }.items():
+            patch.setenv(name, value)
+        try:
+            yield start_stack(settings, timeout=240)
+        finally:
+            stop_stack(settings)
 
 
 def write_manual_project(root: Path, name: str, registered_model: str) -> Path:

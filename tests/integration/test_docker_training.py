@@ -27,9 +27,9 @@ import yaml
 from retrainer import demo
 from retrainer.airflow_api import AirflowClient
 from retrainer.config import load_config
-from retrainer.stack import REPO_ROOT, StackStatus, start_stack, stop_stack
+from retrainer.stack import REPO_ROOT, StackStatus
 
-from .conftest import temporary_stack, write_manual_project
+from .conftest import project_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 
@@ -58,19 +58,9 @@ def projects(trainer_image: str) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(projects: Path, docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackStatus]:
-    settings = temporary_stack(tmp_path_factory.mktemp("stack"), REPO_ROOT / "dags", REPO_ROOT / "plugins")
-    env = {
-        "RETRAINER_PROJECTS_DIR": str(projects),
-        "RETRAINER_GX_ROOT": str(projects.parent / "gx"),
-        "DOCKER_HOST": docker_host,  # the worker's engine
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        try:
-            yield start_stack(settings, timeout=240)
-        finally:
-            stop_stack(settings)
+    # The worker reaches the engine through DOCKER_HOST.
+    with project_stack(tmp_path_factory, projects, projects.parent / "gx", DOCKER_HOST=docker_host) as status:
+        yield status
 
 
 @pytest.fixture(scope="module")

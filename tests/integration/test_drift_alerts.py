@@ -21,9 +21,9 @@ import yaml
 from retrainer import alerts, demo
 from retrainer.airflow_api import AirflowClient
 from retrainer.config import load_config
-from retrainer.stack import REPO_ROOT, StackStatus, start_stack, stop_stack
+from retrainer.stack import REPO_ROOT
 
-from .conftest import temporary_stack, write_manual_project
+from .conftest import project_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +44,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowClient]:
-    settings = temporary_stack(tmp_path_factory.mktemp("stack"), REPO_ROOT / "dags", REPO_ROOT / "plugins")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RETRAINER_PROJECTS_DIR", str(project.parent))
-        patch.setenv("RETRAINER_GX_ROOT", str(project.parent.parent / "gx"))
-        try:
-            status: StackStatus = start_stack(settings, timeout=240)
-            with AirflowClient(status.airflow_api_url, status.username, status.password or "") as api:
-                api.wait_until_dag_parsed(DAG_ID, timeout=180)
-                api.unpause(DAG_ID)  # the inbox watcher registers only while the DAG is unpaused
-                yield api
-        finally:
-            stop_stack(settings)
+    with (
+        project_stack(tmp_path_factory, project.parent, project.parent.parent / "gx") as status,
+        AirflowClient(status.airflow_api_url, status.username, status.password or "") as api,
+    ):
+        api.wait_until_dag_parsed(DAG_ID, timeout=180)
+        api.unpause(DAG_ID)  # the inbox watcher registers only while the DAG is unpaused
+        yield api
 
 
 def _set_cooldown(path: Path, minutes: float) -> None:

@@ -26,9 +26,9 @@ from retrainer import demo, storage
 from retrainer.airflow_api import AirflowClient
 from retrainer.catalog import BatchStatus, Catalog
 from retrainer.config import load_config
-from retrainer.stack import REPO_ROOT, StackStatus, start_stack, stop_stack
+from retrainer.stack import REPO_ROOT, StackStatus
 
-from .conftest import temporary_stack, write_manual_project
+from .conftest import project_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +50,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackStatus]:
-    root = project.parent.parent
-    settings = temporary_stack(tmp_path_factory.mktemp("stack"), REPO_ROOT / "dags", REPO_ROOT / "plugins")
-    env = {"RETRAINER_PROJECTS_DIR": str(project.parent), "RETRAINER_GX_ROOT": str(root / "gx")}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        try:
-            yield start_stack(settings, timeout=240)
-        finally:
-            stop_stack(settings)
+    with project_stack(tmp_path_factory, project.parent, project.parent.parent / "gx") as status:
+        yield status
 
 
 @pytest.fixture(scope="module")
