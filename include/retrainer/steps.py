@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer import storage
-from retrainer.catalog import BatchStatus, Catalog, CatalogError
+from retrainer.catalog import BatchRecord, BatchStatus, Catalog, CatalogError
 from retrainer.promotion import decide
 
 if TYPE_CHECKING:
@@ -444,6 +444,26 @@ def load_model(uri: str) -> Any:
     return mlflow.sklearn.load_model(uri)
 
 
+def training_window(
+    config: ProjectConfig,
+    cutoff: str | datetime | None,
+    window_batches: int | None = None,
+    require_new_data: list[str] | None = None,
+) -> list[BatchRecord]:
+    """The accepted batches a candidate of this cycle trains on, newest last.
+
+    Raises:
+        NothingToTrainError: ``require_new_data`` is an empty list (the cycle has no new data).
+        CatalogError: No accepted batch ended by the cutoff.
+    """
+    if require_new_data is not None and not require_new_data:
+        raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
+    records = Catalog(config).window(parse_cutoff(cutoff), window_batches or config.window.batches)
+    if not records:
+        raise CatalogError(f"no accepted batch ended by {parse_cutoff(cutoff).isoformat()}: nothing to train on")
+    return records
+
+
 def train(
     config: ProjectConfig,
     cutoff: str | datetime | None,
@@ -481,12 +501,8 @@ def train(
 
     from retrainer import modeling, training
 
-    if require_new_data is not None and not require_new_data:
-        raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
     catalog = Catalog(config)
-    records = catalog.window(parse_cutoff(cutoff), window_batches or config.window.batches)
-    if not records:
-        raise CatalogError(f"no accepted batch ended by {parse_cutoff(cutoff).isoformat()}: nothing to train on")
+    records = training_window(config, cutoff, window_batches, require_new_data)
     split = modeling.split_holdout(catalog.load(records), config)
     train_rows = split.train
     if max_train_rows is not None and len(train_rows) > max_train_rows:

@@ -187,14 +187,9 @@ def plan(
         NothingToTrainError: ``require_new_data`` is an empty list.
         CatalogError: No accepted batch ended by the cutoff.
     """
-    from retrainer.catalog import Catalog, CatalogError
-    from retrainer.steps import NothingToTrainError, parse_cutoff
+    from retrainer.steps import training_window
 
-    if require_new_data is not None and not require_new_data:
-        raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
-    records = Catalog(config).window(parse_cutoff(cutoff), window_batches or config.window.batches)
-    if not records:
-        raise CatalogError(f"no accepted batch ended by {parse_cutoff(cutoff).isoformat()}: nothing to train on")
+    records = training_window(config, cutoff, window_batches, require_new_data)
     environment, secrets = trainer_environment(config, environ)
     command = trainer_command(
         cutoff, cycle_id, trigger=trigger, window_batches=window_batches, max_train_rows=max_train_rows

@@ -6,8 +6,11 @@ All of them run the same ``retrainer train`` command planned by the ``plan_train
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
 
 from retrainer.config import ProjectConfig, TrainingBackend
 
@@ -51,3 +54,22 @@ def _local_root(project: ProjectConfig) -> str | None:
     """The data root when it is a local folder (mounted into containers), None on S3."""
     root = project.data.root_uri
     return None if "://" in root else root
+
+
+def trainer_failed(log: logging.Logger, launch: Any, message: str) -> AirflowException:
+    """The task's error for a trainer that died, once the candidate run it left unfinished is closed as KILLED.
+
+    Args:
+        log: The task's logger.
+        launch: The ``TrainerLaunch`` that failed.
+        message: Why it failed (exit code, last lines), also recorded on the closed run.
+    """
+    from retrainer.training import close_abandoned_runs
+
+    try:
+        closed = close_abandoned_runs(launch.project(), launch.cycle_id, message)
+        if closed:
+            log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
+    except Exception as error:  # the trainer's failure matters more than this clean-up
+        log.warning("could not close the unfinished candidate runs: %s", error)
+    return AirflowException(message)

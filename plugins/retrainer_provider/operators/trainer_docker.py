@@ -186,7 +186,8 @@ class TrainerDockerOperator(DockerOperator):
 
     def _failure(self, launch: Any, logs: list[Any]) -> AirflowException:
         """Why the container failed (exit code, out of memory), with its last lines."""
-        from retrainer.training import close_abandoned_runs, failure_message
+        from retrainer.training import failure_message
+        from retrainer_provider.operators import trainer_failed
 
         state = self.cli.final_state
         tail = [line.decode(errors="replace") if isinstance(line, bytes) else str(line) for line in logs]
@@ -197,10 +198,4 @@ class TrainerDockerOperator(DockerOperator):
             oom_killed=bool(state.get("OOMKilled")),
             memory=self.training.memory,
         )
-        try:
-            closed = close_abandoned_runs(launch.project(), launch.cycle_id, message)
-            if closed:
-                self.log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
-        except Exception as error:
-            self.log.warning("could not close the unfinished candidate runs: %s", error)
-        return AirflowException(message)
+        return trainer_failed(self.log, launch, message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
 
 from retrainer_provider.hooks.mlflow import MlflowHook
 
@@ -28,7 +27,8 @@ class TrainerSubprocessOperator(BaseOperator):
         self.launch = launch
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.training import TrainerFailedError, TrainerLaunch, close_abandoned_runs, run_local
+        from retrainer.training import TrainerFailedError, TrainerLaunch, run_local
+        from retrainer_provider.operators import trainer_failed
 
         MlflowHook().configure()
         launch = TrainerLaunch.from_xcom(self.launch)
@@ -39,7 +39,4 @@ class TrainerSubprocessOperator(BaseOperator):
         try:
             return run_local(launch, timeout_s=timeout, log_line=lambda line: self.log.info("trainer | %s", line))
         except TrainerFailedError as error:
-            closed = close_abandoned_runs(launch.project(), launch.cycle_id, str(error))
-            if closed:
-                self.log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
-            raise AirflowException(str(error)) from None
+            raise trainer_failed(self.log, launch, str(error)) from None

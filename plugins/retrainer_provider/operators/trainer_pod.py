@@ -87,18 +87,15 @@ class TrainerPodOperator(KubernetesPodOperator):
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, close_abandoned_runs, read_result
+        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, read_result
+        from retrainer_provider.operators import trainer_failed
 
         launch = TrainerLaunch.from_xcom(self.launch, environ={})
         try:
             output = super().execute(context)
         except AirflowException as error:
             message = f"the trainer pod failed; no model was registered (its log lines are above): {error}"
-            try:
-                close_abandoned_runs(launch.project(), launch.cycle_id, message)
-            except Exception as close_error:
-                self.log.warning("could not close the unfinished candidate runs: %s", close_error)
-            raise AirflowException(message) from None
+            raise trainer_failed(self.log, launch, message) from None
         return read_result(output, f"{POD_RESULT_PATH} of the pod")
 
 
