@@ -15,8 +15,9 @@ install_engine() {
   [ "$(id -u)" = 0 ] || { echo "error: dockerd is missing and installing it needs root (apt-get install docker.io debootstrap)" >&2; exit 1; }
   # Keep apt from starting a system-wide docker service: this engine is private.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null
+  # stdout carries only the export line (callers eval it): apt's chatter goes to stderr.
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap >&2
 }
 
 case "$cmd" in
@@ -44,7 +45,13 @@ case "$cmd" in
     echo "built local/python-base (Debian bookworm, Python 3.11)"
     ;;
   stop)
-    if [ -f "$dir/dockerd.pid" ]; then kill "$(cat "$dir/dockerd.pid")" 2>/dev/null || true; fi
+    if [ -f "$dir/dockerd.pid" ]; then
+      pid=$(cat "$dir/dockerd.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
+    # dockerd leaves its network namespace mounted, which would keep the folder from being deleted.
+    for ns in "$dir"/exec/netns/*; do [ -e "$ns" ] && umount "$ns" 2>/dev/null || true; done
     ;;
   *) echo "usage: $0 start|base-image|stop [DIR]" >&2; exit 2 ;;
 esac
