@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -161,16 +162,38 @@ def build_pipeline(config: ProjectConfig, overrides: dict[str, Any] | None = Non
     return Pipeline([("preprocess", preprocess), ("estimator", make_estimator(config, overrides))])
 
 
-def fit(train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Fit the pipeline on the training rows (xgboost on the GPU when ``training.device`` is ``cuda``)."""
+@dataclass(frozen=True)
+class FittedModel:
+    """A fitted pipeline and the device its estimator really trained on."""
+
+    pipeline: Pipeline
+    device: str  # "cpu", or xgboost's "cuda:0"; xgboost falls back to "cpu" where it finds no GPU
+
+
+def fit_on_device(
+    train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | None = None
+) -> FittedModel:
+    """Fit the pipeline on the training rows, with xgboost on the GPU when ``training.device`` is ``cuda``.
+
+    The fitted estimator is left set to predict on the CPU: the model is scored and served where there may be
+    no GPU.
+    """
     features, target = prepare(train, config)
-    gpu = config.training.device == "cuda"
-    pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})} if gpu else overrides)
+    if config.training.device != "cuda":
+        pipeline = build_pipeline(config, overrides)
+        pipeline.fit(features, target)
+        return FittedModel(pipeline, "cpu")
+    pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})})
     pipeline.fit(features, target)
-    if gpu:
-        # The model is scored and served where there may be no GPU; xgboost predicts on the CPU as well.
-        pipeline.named_steps["estimator"].set_params(device="cpu")
-    return pipeline
+    estimator = pipeline.named_steps["estimator"]
+    device = json.loads(estimator.get_booster().save_config())["learner"]["generic_param"]["device"]
+    estimator.set_params(device="cpu")
+    return FittedModel(pipeline, device)
+
+
+def fit(train: pd.DataFrame, config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Fit the pipeline on the training rows (see :func:`fit_on_device`)."""
+    return fit_on_device(train, config, overrides).pipeline
 
 
 def predict_for_metric(model: Any, features: pd.DataFrame, task: Task) -> Any:

@@ -507,7 +507,10 @@ def train(
     train_rows = split.train
     if max_train_rows is not None and len(train_rows) > max_train_rows:
         train_rows = train_rows.sample(n=max_train_rows, random_state=config.estimator.seed)
-    model = modeling.fit(train_rows, config)
+    fitted = modeling.fit_on_device(train_rows, config)
+    if config.training.device == "cuda" and not fitted.device.startswith("cuda"):
+        log.warning("training.device is cuda but xgboost found no GPU here: the model was trained on the CPU")
+    model = fitted.pipeline
     features, _ = modeling.prepare(train_rows, config)
     train_metrics = modeling.score(model, train_rows, config)
 
@@ -520,6 +523,7 @@ def train(
                 f"{TAG}cycle_id": cycle_id,
                 f"{TAG}trigger": trigger,
                 f"{TAG}code_version": code_version(),
+                f"{TAG}trained_on": fitted.device,
                 **{f"{TAG}{key}": value for key, value in training.provenance().items() if value},
                 f"{TAG}window": json.dumps(window),
                 f"{TAG}holdout_start": split.holdout_start,
@@ -680,7 +684,7 @@ def promote(
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
         **{
             f"{TAG}{key}": run.data.tags[f"{TAG}{key}"]
-            for key in ("training_backend", "trainer_image", "trainer_image_id")
+            for key in ("training_backend", "trainer_image", "trainer_image_id", "trained_on")
             if f"{TAG}{key}" in run.data.tags
         },
     }

@@ -113,6 +113,7 @@ def test_the_weekly_cycle_trains_in_the_container_and_records_the_image(
     assert champion.tags["retrainer.training_backend"] == "docker"
     assert champion.tags["retrainer.trainer_image"] == trainer_image
     assert champion.tags["retrainer.trainer_image_id"] == image_id
+    assert champion.tags["retrainer.trained_on"] == "cpu"
     candidate = registry.get_run(champion.run_id)
     assert candidate.data.tags["retrainer.training_backend"] == "docker"
     assert candidate.data.tags["retrainer.code_version"]  # baked into the image when it was built

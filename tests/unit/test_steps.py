@@ -152,6 +152,7 @@ def test_candidate_run_is_tagged_with_window_code_version_and_trigger(lifecycle:
     assert tags[f"{TAG}kind"] == "candidate" and tags[f"{TAG}cycle_id"] == "cycle-1"
     assert tags[f"{TAG}holdout_start"] == training["holdout_start"]
     assert tags[f"{TAG}model_uri"] == training["model_uri"]
+    assert tags[f"{TAG}trained_on"] == "cpu"
 
 
 def test_candidate_run_logs_params_and_training_metrics(lifecycle: SimpleNamespace) -> None:
