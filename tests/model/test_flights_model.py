@@ -7,7 +7,6 @@ with fewer trees, and judged on the newest 20 % of those rows, held out exactly 
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,20 +14,13 @@ import pandas as pd
 import pytest
 
 from retrainer import modeling
-from retrainer.config import load_config
-from retrainer.demo import DEMO_START, flights_with_weather, week_frame, week_starts
 
-FLIGHTS_CONFIG = Path(__file__).resolve().parents[2] / "projects" / "flights.yaml"
 WEATHER = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
 @pytest.fixture(scope="module")
-def trained() -> SimpleNamespace:
-    config = load_config(FLIGHTS_CONFIG)
-    all_flights = flights_with_weather()
-    columns = list(config.schema_.columns)
-    frame = pd.concat([week_frame(all_flights, monday, columns) for monday in week_starts(DEMO_START, 2)])
-    split = modeling.split_holdout(frame.reset_index(drop=True), config)
+def trained(demo_weeks: SimpleNamespace) -> SimpleNamespace:
+    config, split = demo_weeks.config, demo_weeks.split
     model = modeling.fit(split.train, config, overrides={"n_estimators": 50})
     features, target = modeling.prepare(split.holdout, config)
     _, train_target = modeling.prepare(split.train, config)
