@@ -86,6 +86,10 @@ bench: install ## Orchestration cost: one cycle through Airflow vs the same step
 bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 60 s polling sensor (~15 min)
 	$(BIN)/python bench/bench_alert_latency.py
 
+.PHONY: bench-gpu
+bench-gpu: install ## xgboost on the GPU vs the CPU for the same data, ~1M and 4M rows (needs an NVIDIA GPU)
+	$(BIN)/python bench/bench_gpu.py
+
 .PHONY: bench-training
 bench-training: install ## Training in a container vs in process, demo size and ~1M rows (needs DOCKER_HOST and make trainer-image)
 	$(BIN)/python bench/bench_training.py
