@@ -133,6 +133,56 @@ def test_the_kubernetes_pod_spec(synth: SimpleNamespace, tmp_path: Path, monkeyp
     assert spec.restart_policy == "Never"
 
 
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "says"),
+    [
+        (137, "OOMKilled", "was killed for memory (exit code 137, limit 1Gi): raise training.memory"),
+        (1, "Error", "exited with code 1"),
+        (None, None, "the trainer pod failed; no model was registered (its log lines are above): Pod train-"),
+    ],
+)
+def test_a_failed_trainer_pod_says_why_with_its_last_lines(
+    synth: SimpleNamespace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    exit_code: int | None,
+    reason: str | None,
+    says: str,
+) -> None:
+    from unittest import mock
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import AirflowException
+    from kubernetes.client import models as k8s
+
+    project = _project(synth, tmp_path, backend="kubernetes", memory="1Gi", kubernetes={"data_volume_claim": "d"})
+    operator = trainer_operator(project, _launch(project))
+    pod = operator.build_pod_request_obj(dry_run=True)
+    ended = None if exit_code is None else k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=reason)
+    state = k8s.V1ContainerState(terminated=ended)
+    status = k8s.V1ContainerStatus(name="base", image="", image_id="", ready=False, restart_count=0, state=state)
+    remote = k8s.V1Pod(metadata=pod.metadata, status=k8s.V1PodStatus(phase="Failed", container_statuses=[status]))
+    manager = mock.MagicMock()
+    manager.read_pod_logs.return_value = [b"loading 4 batches\n", b"fitting xgboost.XGBRegressor\n"]
+    operator.__dict__["pod_manager"] = manager  # no cluster here: the pod's logs, as the API would send them
+
+    def pod_ended(self: Any, context: Any) -> None:  # what KubernetesPodOperator does once the pod has ended
+        self.cleanup(pod, remote, context=context)
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", pod_ended)
+    closed: list[str] = []
+    monkeypatch.setattr(training, "close_abandoned_runs", lambda project, cycle_id, why: closed.append(why) or [])
+    with pytest.raises(AirflowException) as error:
+        operator.execute({})
+    message = str(error.value)
+    assert says in message
+    assert closed == [message]  # the unfinished candidate run is closed with the same reason
+    if exit_code is not None:
+        assert message.endswith("  | loading 4 batches\n  | fitting xgboost.XGBRegressor")
+        manager.read_pod_logs.assert_called_once_with(pod, "base", tail_lines=30, follow=False)
+    assert "remote_pod" not in message  # the pod dump stays out of the task's error
+
+
 def test_a_named_volume_can_hold_the_data_as_in_docker_compose() -> None:
     from retrainer_provider.operators.trainer_docker import data_mounts
 

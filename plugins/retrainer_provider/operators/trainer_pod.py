@@ -22,6 +22,8 @@ class TrainerPodOperator(KubernetesPodOperator):
     - **Result**: the trainer writes it to ``/airflow/xcom/return.json``, read by the XCom sidecar.
     - The pod runs as non-root without privilege escalation and is deleted when it succeeds (a failed pod is
       kept for ``kubectl describe``).
+    - **Failures**: the task fails with the trainer container's exit code, whether Kubernetes killed it for
+      memory (``OOMKilled``), and its last log lines.
 
     Args:
         launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
@@ -68,10 +70,13 @@ class TrainerPodOperator(KubernetesPodOperator):
             do_xcom_push=True,
             get_logs=True,
             on_finish_action="delete_succeeded_pod",
+            log_pod_spec_on_failure=False,  # the task error says why the trainer failed, not the whole pod
             **kwargs,
         )
         self.launch = launch
         self.training = training
+        self.trainer_ended: k8s.V1ContainerStateTerminated | None = None
+        self.trainer_tail: list[str] = []
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """The pod, with the planned command and environment (rendered ``launch``)."""
@@ -94,9 +99,45 @@ class TrainerPodOperator(KubernetesPodOperator):
         try:
             output = super().execute(context)
         except AirflowException as error:
-            message = f"the trainer pod failed; no model was registered (its log lines are above): {error}"
-            raise trainer_failed(self.log, launch, message) from None
+            raise trainer_failed(self.log, launch, self._failure(error)) from None
         return read_result(output, f"{POD_RESULT_PATH} of the pod")
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        """Note how the trainer container ended, and its last lines if it failed, before the pod is handled."""
+        from retrainer.training import TAIL_LINES
+
+        self.trainer_ended = _terminated(remote_pod, self.base_container_name)
+        if self.trainer_ended is not None and self.trainer_ended.exit_code:
+            try:
+                logs = self.pod_manager.read_pod_logs(
+                    pod, self.base_container_name, tail_lines=TAIL_LINES, follow=False
+                )
+                self.trainer_tail = [line.decode(errors="replace").rstrip("\n") for line in logs]
+            except Exception as error:  # the exit code matters more than the lines
+                self.log.warning("could not read the trainer's last log lines: %s", error)
+        super().cleanup(pod, remote_pod, *args, **kwargs)
+
+    def _failure(self, error: AirflowException) -> str:
+        """Why the trainer pod failed: exit code and out of memory when the container ran, else the pod's error."""
+        from retrainer.training import failure_message
+
+        ended = self.trainer_ended
+        if ended is None or not ended.exit_code:
+            return f"the trainer pod failed; no model was registered (its log lines are above): {error}"
+        return failure_message(
+            ended.exit_code,
+            self.trainer_tail,
+            where=f"pod {self.image}",
+            oom_killed=ended.reason == "OOMKilled",
+            memory=self.training.memory,
+        )
+
+
+def _terminated(remote_pod: k8s.V1Pod | None, container: str) -> k8s.V1ContainerStateTerminated | None:
+    """The terminated state of ``container`` in the pod's status, None while it has not run or ended."""
+    statuses = (remote_pod.status.container_statuses if remote_pod and remote_pod.status else None) or []
+    status = next((s for s in statuses if s.name == container), None)
+    return status.state.terminated if status and status.state else None
 
 
 def _resources(training: TrainingConfig) -> k8s.V1ResourceRequirements:
