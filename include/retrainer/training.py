@@ -227,6 +227,19 @@ def close_abandoned_runs(config: ProjectConfig, cycle_id: str, reason: str) -> l
     return [run.info.run_id for run in runs]
 
 
+def record_image_id(run_id: str, image_id: str) -> None:
+    """Tag a candidate run with the image digest its launcher learnt after the start (a pod's, from the kubelet).
+
+    The trainer tags its run with what it was told at start; a Kubernetes pod is told only the image reference,
+    since the cluster resolves the digest as it pulls. ``promote`` copies the tag to the model version.
+    """
+    from mlflow import MlflowClient
+
+    from retrainer.steps import TAG
+
+    MlflowClient().set_tag(run_id, f"{TAG}trainer_image_id", image_id)
+
+
 def provenance(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Where this process trains, as the launcher told it: backend, image and image id (empty when unknown)."""
     environ = os.environ if environ is None else environ

@@ -133,6 +133,39 @@ def test_the_kubernetes_pod_spec(synth: SimpleNamespace, tmp_path: Path, monkeyp
     assert spec.restart_policy == "Never"
 
 
+def _pod_ends(
+    operator: Any, monkeypatch: pytest.MonkeyPatch, exit_code: int | None, reason: str | None = None
+) -> tuple[Any, Any]:
+    """Make the operator's pod end as given, as the cluster would report it; returns (pod, pod manager)."""
+    from unittest import mock
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    pod = operator.build_pod_request_obj(dry_run=True)
+    ended = None if exit_code is None else k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=reason)
+    status = k8s.V1ContainerStatus(
+        name="base",
+        image=operator.image,
+        image_id="registry.example/trainer@sha256:0123" if ended else "",
+        ready=False,
+        restart_count=0,
+        state=k8s.V1ContainerState(terminated=ended),
+    )
+    phase = "Succeeded" if exit_code == 0 else "Failed"
+    remote = k8s.V1Pod(metadata=pod.metadata, status=k8s.V1PodStatus(phase=phase, container_statuses=[status]))
+    manager = mock.MagicMock()
+    manager.read_pod_logs.return_value = [b"loading 4 batches\n", b"fitting xgboost.XGBRegressor\n"]
+    operator.__dict__["pod_manager"] = manager  # no cluster here: what its API would answer
+
+    def pod_ended(self: Any, context: Any) -> dict[str, Any]:  # KubernetesPodOperator, once the pod has ended
+        self.cleanup(pod, remote, context=context)
+        return {"run_id": "run-1", "train_rows": 10}
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", pod_ended)
+    return pod, manager
+
+
 @pytest.mark.parametrize(
     ("exit_code", "reason", "says"),
     [
@@ -149,27 +182,11 @@ def test_a_failed_trainer_pod_says_why_with_its_last_lines(
     reason: str | None,
     says: str,
 ) -> None:
-    from unittest import mock
-
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk.exceptions import AirflowException
-    from kubernetes.client import models as k8s
 
     project = _project(synth, tmp_path, backend="kubernetes", memory="1Gi", kubernetes={"data_volume_claim": "d"})
     operator = trainer_operator(project, _launch(project))
-    pod = operator.build_pod_request_obj(dry_run=True)
-    ended = None if exit_code is None else k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=reason)
-    state = k8s.V1ContainerState(terminated=ended)
-    status = k8s.V1ContainerStatus(name="base", image="", image_id="", ready=False, restart_count=0, state=state)
-    remote = k8s.V1Pod(metadata=pod.metadata, status=k8s.V1PodStatus(phase="Failed", container_statuses=[status]))
-    manager = mock.MagicMock()
-    manager.read_pod_logs.return_value = [b"loading 4 batches\n", b"fitting xgboost.XGBRegressor\n"]
-    operator.__dict__["pod_manager"] = manager  # no cluster here: the pod's logs, as the API would send them
-
-    def pod_ended(self: Any, context: Any) -> None:  # what KubernetesPodOperator does once the pod has ended
-        self.cleanup(pod, remote, context=context)
-
-    monkeypatch.setattr(KubernetesPodOperator, "execute", pod_ended)
+    pod, manager = _pod_ends(operator, monkeypatch, exit_code, reason)
     closed: list[str] = []
     monkeypatch.setattr(training, "close_abandoned_runs", lambda project, cycle_id, why: closed.append(why) or [])
     with pytest.raises(AirflowException) as error:
@@ -181,6 +198,20 @@ def test_a_failed_trainer_pod_says_why_with_its_last_lines(
         assert message.endswith("  | loading 4 batches\n  | fitting xgboost.XGBRegressor")
         manager.read_pod_logs.assert_called_once_with(pod, "base", tail_lines=30, follow=False)
     assert "remote_pod" not in message  # the pod dump stays out of the task's error
+
+
+def test_a_trainer_pod_records_the_image_digest_the_kubelet_pulled(
+    synth: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(synth, tmp_path, backend="kubernetes", kubernetes={"data_volume_claim": "d"})
+    operator = trainer_operator(project, _launch(project))
+    _, manager = _pod_ends(operator, monkeypatch, 0)
+    recorded: list[tuple[str, str]] = []
+    monkeypatch.setattr(training, "record_image_id", lambda run_id, image_id: recorded.append((run_id, image_id)))
+    assert operator.execute({})["run_id"] == "run-1"
+    assert recorded == [("run-1", "registry.example/trainer@sha256:0123")]
+    manager.read_pod_logs.assert_not_called()
+    manager.delete_pod.assert_called_once()  # a pod that succeeded is deleted
 
 
 def test_a_named_volume_can_hold_the_data_as_in_docker_compose() -> None:

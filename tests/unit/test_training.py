@@ -200,6 +200,16 @@ def test_a_killed_trainers_run_is_closed_and_its_batches_stay_new(trainable: Sim
     assert steps.untrained_batches(config, trainable.cutoff) == window
 
 
+def test_an_image_digest_learnt_after_the_start_is_recorded_on_the_run(trainable: SimpleNamespace) -> None:
+    import mlflow
+
+    mlflow.set_experiment(trainable.project.config.name)
+    with mlflow.start_run() as run:
+        mlflow.set_tag("retrainer.trainer_image_id", "registry.example/trainer:7")  # what the pod was told
+    training.record_image_id(run.info.run_id, "registry.example/trainer@sha256:0123")
+    assert mlflow.get_run(run.info.run_id).data.tags["retrainer.trainer_image_id"].endswith("@sha256:0123")
+
+
 def test_provenance_defaults_to_in_process() -> None:
     assert training.provenance({}) == {
         "training_backend": "in_process",

@@ -19,7 +19,8 @@ class TrainerPodOperator(KubernetesPodOperator):
       ``nvidia.com/gpu`` with ``device: cuda``; ``training.kubernetes.node_selector`` picks the node pool.
     - **Data**: on S3, or a local data root held by ``training.kubernetes.data_volume_claim``, mounted read-only
       at the same path. Credentials come from ``training.kubernetes.env_from_secret``, never from the worker.
-    - **Result**: the trainer writes it to ``/airflow/xcom/return.json``, read by the XCom sidecar.
+    - **Result**: the trainer writes it to ``/airflow/xcom/return.json``, read by the XCom sidecar. The image
+      digest the kubelet resolved is then recorded on the candidate run (``retrainer.trainer_image_id``).
     - The pod runs as non-root without privilege escalation and is deleted when it succeeds (a failed pod is
       kept for ``kubectl describe``).
     - **Failures**: the task fails with the trainer container's exit code, whether Kubernetes killed it for
@@ -77,6 +78,7 @@ class TrainerPodOperator(KubernetesPodOperator):
         self.training = training
         self.trainer_ended: k8s.V1ContainerStateTerminated | None = None
         self.trainer_tail: list[str] = []
+        self.trainer_image_id = ""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """The pod, with the planned command and environment (rendered ``launch``)."""
@@ -84,7 +86,7 @@ class TrainerPodOperator(KubernetesPodOperator):
 
         launch = TrainerLaunch.from_xcom(self.launch, environ={})
         self.arguments = launch.command_with_result(POD_RESULT_PATH)
-        # The pod reports the image it was started from; the digest is the kubelet's to resolve.
+        # The pod knows only the image reference; execute() records the digest once the kubelet resolved it.
         self.env_vars = [
             k8s.V1EnvVar(name=name, value=value)
             for name, value in {**launch.environment, IMAGE_ID_ENV: self.image}.items()
@@ -92,7 +94,7 @@ class TrainerPodOperator(KubernetesPodOperator):
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, read_result
+        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, read_result, record_image_id
         from retrainer_provider.operators import trainer_failed
 
         launch = TrainerLaunch.from_xcom(self.launch, environ={})
@@ -100,13 +102,21 @@ class TrainerPodOperator(KubernetesPodOperator):
             output = super().execute(context)
         except AirflowException as error:
             raise trainer_failed(self.log, launch, self._failure(error)) from None
-        return read_result(output, f"{POD_RESULT_PATH} of the pod")
+        result = read_result(output, f"{POD_RESULT_PATH} of the pod")
+        if self.trainer_image_id:
+            try:
+                record_image_id(result["run_id"], self.trainer_image_id)
+            except Exception as error:  # the model is trained; only its provenance is less precise
+                self.log.warning("could not record the image digest %s: %s", self.trainer_image_id, error)
+        return result
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """Note how the trainer container ended, and its last lines if it failed, before the pod is handled."""
         from retrainer.training import TAIL_LINES
 
-        self.trainer_ended = _terminated(remote_pod, self.base_container_name)
+        status = _container_status(remote_pod, self.base_container_name)
+        self.trainer_image_id = (status.image_id or "") if status else ""
+        self.trainer_ended = status.state.terminated if status and status.state else None
         if self.trainer_ended is not None and self.trainer_ended.exit_code:
             try:
                 logs = self.pod_manager.read_pod_logs(
@@ -133,11 +143,10 @@ class TrainerPodOperator(KubernetesPodOperator):
         )
 
 
-def _terminated(remote_pod: k8s.V1Pod | None, container: str) -> k8s.V1ContainerStateTerminated | None:
-    """The terminated state of ``container`` in the pod's status, None while it has not run or ended."""
+def _container_status(remote_pod: k8s.V1Pod | None, container: str) -> k8s.V1ContainerStatus | None:
+    """The status of ``container`` in the pod (its state, and the image digest the kubelet pulled)."""
     statuses = (remote_pod.status.container_statuses if remote_pod and remote_pod.status else None) or []
-    status = next((s for s in statuses if s.name == container), None)
-    return status.state.terminated if status and status.state else None
+    return next((s for s in statuses if s.name == container), None)
 
 
 def _resources(training: TrainingConfig) -> k8s.V1ResourceRequirements:
