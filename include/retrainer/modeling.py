@@ -179,12 +179,11 @@ def fit_on_device(
     no GPU.
     """
     features, target = prepare(train, config)
-    if config.training.device != "cuda":
-        pipeline = build_pipeline(config, overrides)
-        pipeline.fit(features, target)
-        return FittedModel(pipeline, "cpu")
-    pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})})
+    gpu = config.training.device == "cuda"
+    pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})} if gpu else overrides)
     pipeline.fit(features, target)
+    if not gpu:
+        return FittedModel(pipeline, "cpu")
     estimator = pipeline.named_steps["estimator"]
     device = json.loads(estimator.get_booster().save_config())["learner"]["generic_param"]["device"]
     estimator.set_params(device="cpu")
