@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,9 +272,17 @@ def read_result(text: str | bytes | dict[str, Any] | None, where: str) -> dict[s
 
 
 def failure_message(
-    exit_code: int | None, tail: list[str], *, where: str, oom_killed: bool = False, memory: str | None = None
+    exit_code: int | None,
+    tail: Iterable[str | bytes],
+    *,
+    where: str,
+    oom_killed: bool = False,
+    memory: str | None = None,
 ) -> str:
-    """Say why a trainer failed: its exit code, whether it ran out of memory, and its last log lines."""
+    """Say why a trainer failed: its exit code, whether it ran out of memory, and its last log lines.
+
+    ``tail`` holds the lines as the engine sends them: text or bytes, with or without their line ends.
+    """
     if oom_killed or exit_code == 137:
         cause = (
             f"was killed for memory (exit code 137, limit {memory}): raise training.memory or train on fewer rows"
@@ -283,7 +291,8 @@ def failure_message(
         )
     else:
         cause = f"exited with code {exit_code}"
-    lines = "\n".join(f"  | {line}" for line in tail[-TAIL_LINES:]) or "  | (no output)"
+    decoded = [(line.decode(errors="replace") if isinstance(line, bytes) else line).rstrip("\n") for line in tail]
+    lines = "\n".join(f"  | {line}" for line in decoded[-TAIL_LINES:]) or "  | (no output)"
     return f"the trainer in {where} {cause}; no model was registered. Its last log lines:\n{lines}"
 
 

@@ -127,6 +127,8 @@ def test_the_failure_message_says_out_of_memory_and_shows_the_last_lines() -> No
     assert "| line 49" in message and "| line 19" not in message  # the last 30 lines
     assert "exited with code 3" in training.failure_message(3, [], where="x")
     assert "(no output)" in training.failure_message(3, [], where="x")
+    # Lines as an engine sends them: bytes with their line ends.
+    assert training.failure_message(1, [b"a\n", "b\n"], where="x").endswith("  | a\n  | b")
 
 
 @pytest.fixture

@@ -190,10 +190,9 @@ class TrainerDockerOperator(DockerOperator):
         from retrainer_provider.operators import trainer_failed
 
         state = self.cli.final_state
-        tail = [line.decode(errors="replace") if isinstance(line, bytes) else str(line) for line in logs]
         message = failure_message(
             state.get("ExitCode"),
-            [line.rstrip("\n") for line in tail],
+            logs,
             where=f"container {self.image}",
             oom_killed=bool(state.get("OOMKilled")),
             memory=self.training.memory,

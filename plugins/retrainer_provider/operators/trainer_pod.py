@@ -77,7 +77,7 @@ class TrainerPodOperator(KubernetesPodOperator):
         self.launch = launch
         self.training = training
         self.trainer_ended: k8s.V1ContainerStateTerminated | None = None
-        self.trainer_tail: list[str] = []
+        self.trainer_tail: list[str | bytes] = []
         self.trainer_image_id = ""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
@@ -122,7 +122,7 @@ class TrainerPodOperator(KubernetesPodOperator):
                 logs = self.pod_manager.read_pod_logs(
                     pod, self.base_container_name, tail_lines=TAIL_LINES, follow=False
                 )
-                self.trainer_tail = [line.decode(errors="replace").rstrip("\n") for line in logs]
+                self.trainer_tail = list(logs)
             except Exception as error:  # the exit code matters more than the lines
                 self.log.warning("could not read the trainer's last log lines: %s", error)
         super().cleanup(pod, remote_pod, *args, **kwargs)
