@@ -4,18 +4,31 @@ Layout under a project's ``data.root_uri``::
 
     landing/<batch>.parquet                  new batches, immutable once landed
     catalog/<batch>.json                     one record per batch (hash, rows, period, status)
+    catalog/_landed/<batch>                  index: batches awaiting validation
+    catalog/_accepted/<newest-first key>     index: accepted batches, newest period first (the window)
+    catalog/_quarantined/<batch>             index: quarantined batches
+    catalog/_labelled/<batch>                index: batches whose late labels are attached
     quarantine/<batch>/<batch>.parquet       batches that failed validation ...
     quarantine/<batch>/validation.json       ... with their validation report
     labels/<batch>.parquet                   late labels of a batch that landed without them (immutable)
     labels/rejected/<file> + .error.txt      label files that cannot be used, with the reason
 
 A batch is never deleted: a failing one is moved (copied, verified, then removed) into quarantine.
+
+Several processes change the catalog at once (the drift monitor and the weekly cycle, on different workers),
+so records are written conditionally: a record is created only if none exists (a second registration of the
+same batch loses, it cannot turn an accepted batch back into a landed one), and changed only if it is still
+the version that was read (compare-and-swap; a loser reads again and re-applies its change when it still
+applies). The index folders let a step find pending batches and the newest accepted ones without reading
+every record: its cost does not grow with the weeks already landed. Index entries are hints, always checked
+against the record they point to.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -77,6 +90,30 @@ class BatchRecord:
         return _parse_ts(self.period_end)
 
 
+@dataclass(frozen=True)
+class LabelsOutcome:
+    """What :meth:`Catalog.register_labels` did.
+
+    Attributes:
+        registered: Records that got their late labels.
+        waiting: Batch ids whose labels wait for the batch to be validated.
+        rejected: ``(file name, reason)`` of label files moved to ``labels/rejected/``.
+    """
+
+    registered: list[BatchRecord] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+_INDEX_VERSION = 1
+_UPDATE_ATTEMPTS = 20
+_NEWEST_FIRST_MAX = 10**18 - 1  # window keys: this minus the period end in microseconds, zero-padded
+
+
+def _newest_first(ts: datetime) -> int:
+    return _NEWEST_FIRST_MAX - int(ts.timestamp() * 1_000_000)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -106,9 +143,75 @@ class Catalog:
     def _record_uri(self, batch_id: str) -> str:
         return storage.join(self.records, f"{batch_id}.json")
 
-    def _save(self, record: BatchRecord) -> BatchRecord:
-        storage.write_bytes(self._record_uri(record.batch_id), json.dumps(record.to_dict(), indent=2).encode())
-        return record
+    def _index_uri(self, index: str, name: str) -> str:
+        return storage.join(self.records, f"_{index}", name)
+
+    def _accepted_key(self, record: BatchRecord) -> str:
+        return f"{_newest_first(record.period_end_ts):018d}_{record.batch_id}"
+
+    def _create(self, record: BatchRecord) -> bool:
+        """Create a batch's record, only if it has none yet (``False``: someone registered it first)."""
+        self._ensure_index()
+        if record.status is BatchStatus.LANDED:  # the hint first: a hint without a record is ignored
+            storage.write_bytes(self._index_uri("landed", record.batch_id), b"")
+        return storage.create_bytes(self._record_uri(record.batch_id), _encode(record))
+
+    def _update(self, batch_id: str, change: Callable[[BatchRecord], BatchRecord | None]) -> BatchRecord:
+        """Apply ``change`` to the current record and write it only if nobody changed it meanwhile.
+
+        ``change`` gets the record as it is now and returns the new one, or None when there is nothing to do;
+        it may raise :class:`CatalogError` when the change no longer applies. After a lost race it is applied
+        again to the record the winner wrote.
+        """
+        uri = self._record_uri(batch_id)
+        for _ in range(_UPDATE_ATTEMPTS):
+            if not storage.exists(uri):
+                raise CatalogError(f"batch {batch_id!r} is not in the catalog of {self.config.name}")
+            data, version = storage.read_versioned(uri)
+            current = BatchRecord.from_dict(json.loads(data))
+            changed = change(current)
+            if changed is None:
+                return current
+            if changed.status is BatchStatus.ACCEPTED and current.status is not BatchStatus.ACCEPTED:
+                storage.write_bytes(self._index_uri("accepted", self._accepted_key(changed)), b"")
+            if changed.status is BatchStatus.QUARANTINED and current.status is not BatchStatus.QUARANTINED:
+                storage.write_bytes(self._index_uri("quarantined", batch_id), b"")
+            try:
+                storage.replace_bytes(uri, _encode(changed), version)
+            except storage.ConflictError:
+                log.info("catalog record of %s changed meanwhile: applying the change again", batch_id)
+                continue
+            if changed.status is not BatchStatus.LANDED:
+                storage.delete(self._index_uri("landed", batch_id))
+            if changed.labels is not None and current.labels is None:
+                storage.write_bytes(self._index_uri("labelled", batch_id), b"")
+            return changed
+        raise CatalogError(f"catalog record of {batch_id} kept changing: gave up after {_UPDATE_ATTEMPTS} tries")
+
+    def _ensure_index(self) -> None:
+        """Build the index folders once for a catalog written before they existed (reads every record once)."""
+        marker = storage.join(self.records, "_index.json")
+        if storage.exists(marker):
+            return
+        for record in self.all():
+            if record.status is BatchStatus.LANDED:
+                storage.write_bytes(self._index_uri("landed", record.batch_id), b"")
+            elif record.status is BatchStatus.ACCEPTED:
+                storage.write_bytes(self._index_uri("accepted", self._accepted_key(record)), b"")
+            else:
+                storage.write_bytes(self._index_uri("quarantined", record.batch_id), b"")
+            if record.labels is not None:
+                storage.write_bytes(self._index_uri("labelled", record.batch_id), b"")
+        storage.write_bytes(marker, json.dumps({"version": _INDEX_VERSION, "built_at": _now()}).encode())
+
+    def _find(self, batch_id: str) -> BatchRecord | None:
+        uri = self._record_uri(batch_id)
+        try:
+            return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
+        except storage.StorageError:
+            if storage.exists(uri):
+                raise
+            return None
 
     def get(self, batch_id: str) -> BatchRecord:
         """The record of one batch.
@@ -116,16 +219,17 @@ class Catalog:
         Raises:
             CatalogError: No batch with that id was registered.
         """
-        uri = self._record_uri(batch_id)
-        if not storage.exists(uri):
+        record = self._find(batch_id)
+        if record is None:
             raise CatalogError(f"batch {batch_id!r} is not in the catalog of {self.config.name}")
-        return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
+        return record
 
     def all(self) -> list[BatchRecord]:
-        """Every registered batch, oldest period first."""
+        """Every registered batch, oldest period first (reads every record: for reports, not for steps)."""
         records = [
             BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
             for uri in storage.list_files(self.records, "*.json")
+            if not storage.basename(uri).startswith("_")
         ]
         return sorted(records, key=lambda r: (r.period_end_ts, r.batch_id))
 
@@ -158,20 +262,23 @@ class Catalog:
         """Record every file in the landing zone that the catalog does not know yet.
 
         A file that cannot be read as a batch (not Parquet, no rows, no timestamps) is quarantined at once
-        with a report naming the problem, so one bad file never blocks the others.
+        with a report naming the problem, so one bad file never blocks the others. A batch another process
+        registers at the same time is left to it.
 
         Returns:
             The new records, oldest period first: ``landed``, or ``quarantined`` for unreadable files.
         """
-        known = {storage.basename(uri)[: -len(".json")] for uri in storage.list_files(self.records, "*.json")}
+        self._ensure_index()
+        known = {storage.basename(uri).removesuffix(".json") for uri in storage.list_files(self.records, "*.json")}
+        quarantined = set(storage.list_names(storage.join(self.records, "_quarantined")))
         created = []
         for uri in storage.list_files(self.landing, self.config.data.file_pattern):
             batch_id = storage.basename(uri).rsplit(".", 1)[0]
             if batch_id in known:
-                if self.get(batch_id).uri != uri:
+                if batch_id in quarantined:
                     log.warning(
-                        "ignoring %s: batch %s is already in the catalog (batches are immutable; land a "
-                        "correction under a new batch id)",
+                        "ignoring %s: batch %s is already in the catalog, quarantined (batches are immutable; "
+                        "land a correction under a new batch id)",
                         uri,
                         batch_id,
                     )
@@ -182,9 +289,9 @@ class Catalog:
                 start, end, rows = self._inspect(data, uri)
             except CatalogError as error:
                 record = BatchRecord(batch_id, uri, storage.sha256_bytes(data), 0, now, now, registered_at=now)
-                self._save(record)
-                report = {"batch_id": batch_id, "success": False, "error": str(error)}
-                created.append(self.quarantine_batch(batch_id, report))
+                if self._create(record):
+                    report = {"batch_id": batch_id, "success": False, "error": str(error)}
+                    created.append(self.quarantine_batch(batch_id, report))
                 continue
             record = BatchRecord(
                 batch_id=batch_id,
@@ -195,7 +302,10 @@ class Catalog:
                 period_end=end,
                 registered_at=now,
             )
-            created.append(self._save(record))
+            if self._create(record):
+                created.append(record)
+            else:
+                log.info("batch %s was registered by another process meanwhile", batch_id)
         return sorted(created, key=lambda r: (r.period_end_ts, r.batch_id))
 
     def _inspect(self, data: bytes, uri: str) -> tuple[str, str, int]:
@@ -209,15 +319,32 @@ class Catalog:
         return timestamps.min().isoformat(), timestamps.max().isoformat(), len(frame)
 
     def pending(self, cutoff: datetime) -> list[BatchRecord]:
-        """Batches landed but not yet validated whose period ended by ``cutoff``."""
+        """Batches landed but not yet validated whose period ended by ``cutoff``, oldest first."""
         cutoff = _parse_ts(cutoff)
-        return [r for r in self.all() if r.status is BatchStatus.LANDED and r.period_end_ts <= cutoff]
+        self._ensure_index()
+        records = []
+        for batch_id in storage.list_names(storage.join(self.records, "_landed")):
+            record = self._find(batch_id)
+            if record is not None and record.status is BatchStatus.LANDED and record.period_end_ts <= cutoff:
+                records.append(record)
+        return sorted(records, key=lambda r: (r.period_end_ts, r.batch_id))
 
     # -- validation outcomes ------------------------------------------------------------------------------
     def accept(self, batch_id: str, validation: dict[str, Any]) -> BatchRecord:
-        """Mark a batch as accepted for training."""
-        record = self.get(batch_id)
-        return self._save(replace(record, status=BatchStatus.ACCEPTED, validated_at=_now(), validation=validation))
+        """Mark a batch as accepted for training (once: a batch accepted meanwhile stays as it is).
+
+        Raises:
+            CatalogError: The batch was quarantined meanwhile.
+        """
+
+        def change(record: BatchRecord) -> BatchRecord | None:
+            if record.status is BatchStatus.ACCEPTED:
+                return None
+            if record.status is BatchStatus.QUARANTINED:
+                raise CatalogError(f"batch {batch_id} was quarantined meanwhile: it cannot be accepted")
+            return replace(record, status=BatchStatus.ACCEPTED, validated_at=_now(), validation=validation)
+
+        return self._update(batch_id, change)
 
     def quarantine_batch(self, batch_id: str, report: dict[str, Any]) -> BatchRecord:
         """Move a failing batch into quarantine beside its validation report; nothing is deleted.
@@ -242,15 +369,16 @@ class Catalog:
                 report = {**report, "file_missing": True}
                 storage.write_bytes(storage.join(folder, "validation.json"), json.dumps(report, indent=2).encode())
         summary = {k: v for k, v in report.items() if k != "report"}
-        return self._save(
-            replace(
-                record,
-                uri=target,
-                status=BatchStatus.QUARANTINED,
-                validated_at=_now(),
-                validation={**summary, "report_uri": storage.join(folder, "validation.json")},
+        validation = {**summary, "report_uri": storage.join(folder, "validation.json")}
+
+        def change(current: BatchRecord) -> BatchRecord | None:
+            if current.status is BatchStatus.QUARANTINED:
+                return None
+            return replace(
+                current, uri=target, status=BatchStatus.QUARANTINED, validated_at=_now(), validation=validation
             )
-        )
+
+        return self._update(batch_id, change)
 
     # -- late labels --------------------------------------------------------------------------------------
     def land_labels(self, batch_id: str, labels: pd.DataFrame) -> str:
@@ -263,24 +391,26 @@ class Catalog:
         storage.write_bytes(uri, storage.parquet_bytes(labels), overwrite=False)
         return uri
 
-    def register_labels(self) -> dict[str, list]:
+    def register_labels(self) -> LabelsOutcome:
         """Attach every new file in ``labels/`` to its batch, after checking it fits the batch.
 
         A file for a batch not validated yet waits (it is looked at again next time). A file that cannot be
         used (unreadable, no target column, rows that do not match the batch, a quarantined batch) moves to
-        ``labels/rejected/`` beside a ``.error.txt`` naming the problem: never silently dropped.
-
-        Returns:
-            ``registered`` (the updated records), ``waiting`` (batch ids) and ``rejected`` (file, error) pairs.
+        ``labels/rejected/`` beside a ``.error.txt`` naming the problem: never silently dropped. Files already
+        attached are known from the index, without reading their records.
         """
-        outcome: dict[str, list] = {"registered": [], "waiting": [], "rejected": []}
+        self._ensure_index()
+        outcome = LabelsOutcome()
+        attached = set(storage.list_names(storage.join(self.records, "_labelled")))
         for uri in storage.list_files(self.labels, "*.parquet"):
             batch_id = storage.basename(uri).rsplit(".", 1)[0]
-            record = self.get(batch_id) if storage.exists(self._record_uri(batch_id)) else None
+            if batch_id in attached:
+                continue
+            record = self._find(batch_id)
             if record is not None and record.labels is not None and record.labels["uri"] == uri:
                 continue
             if record is None or record.status is BatchStatus.LANDED:
-                outcome["waiting"].append(batch_id)
+                outcome.waiting.append(batch_id)
                 continue
             data = storage.read_bytes(uri)
             try:
@@ -294,7 +424,7 @@ class Catalog:
                 target = storage.join(self.labels, "rejected", storage.basename(uri))
                 storage.write_bytes(f"{target}.error.txt", f"{error}\n".encode())
                 storage.move(uri, target)
-                outcome["rejected"].append((storage.basename(uri), str(error)))
+                outcome.rejected.append((storage.basename(uri), str(error)))
                 continue
             labels = {
                 "uri": uri,
@@ -303,7 +433,18 @@ class Catalog:
                 "labelled": int(filled),
                 "registered_at": _now(),
             }
-            outcome["registered"].append(self._save(replace(record, labels=labels)))
+
+            def attach(current: BatchRecord, labels: dict[str, Any] = labels) -> BatchRecord | None:
+                if current.labels is not None:
+                    raise CatalogError(
+                        f"batch {current.batch_id} got labels from {current.labels['uri']} meanwhile"
+                    )
+                return replace(current, labels=labels)
+
+            try:
+                outcome.registered.append(self._update(batch_id, attach))
+            except CatalogError as error:
+                log.warning("labels %s not attached: %s", uri, error)
         return outcome
 
     def _align_labels(self, batch: pd.DataFrame, labels: pd.DataFrame, batch_id: str) -> pd.Series:
@@ -353,10 +494,36 @@ class Catalog:
 
     # -- training data ------------------------------------------------------------------------------------
     def window(self, cutoff: datetime, batches: int) -> list[BatchRecord]:
-        """The newest ``batches`` accepted batches whose period ended by ``cutoff``, oldest first."""
+        """The newest ``batches`` accepted batches whose period ended by ``cutoff``, oldest first.
+
+        Read newest first from the index: the cost is that of ``batches`` records, not of the history.
+        """
         cutoff = _parse_ts(cutoff)
-        accepted = [r for r in self.all() if r.status is BatchStatus.ACCEPTED and r.period_end_ts <= cutoff]
-        return accepted[-batches:]
+        self._ensure_index()
+        chosen: list[BatchRecord] = []
+        last_key = None
+        for key, batch_id in self._accepted_newest_first(cutoff):
+            if len(chosen) >= batches and key != last_key:  # past the oldest one taken (and its ties)
+                break
+            record = self._find(batch_id)
+            if record is None or record.status is not BatchStatus.ACCEPTED or record.period_end_ts > cutoff:
+                continue
+            chosen.append(record)
+            last_key = key
+        return sorted(chosen, key=lambda r: (r.period_end_ts, r.batch_id))[-batches:] if batches else []
+
+    def _accepted_newest_first(self, cutoff: datetime, page: int = 64) -> Iterator[tuple[str, str]]:
+        """``(period key, batch id)`` of accepted batches ended by ``cutoff``, newest first, a page at a time."""
+        folder = storage.join(self.records, "_accepted")
+        after = f"{_newest_first(cutoff) - 1:018d}~"  # '~' sorts after '_': skips every later period
+        while True:
+            names = storage.list_names(folder, start_after=after, limit=page)
+            for name in names:
+                key, _, batch_id = name.partition("_")
+                yield key, batch_id
+            if len(names) < page:
+                return
+            after = names[-1]
 
     def load(self, records: list[BatchRecord], with_labels: bool = True) -> pd.DataFrame:
         """Read batches into one DataFrame, checking each file still has its recorded hash.
@@ -389,6 +556,10 @@ class Catalog:
         ts_col = self.config.schema_.timestamp
         frame[ts_col] = _to_utc(frame[ts_col])
         return frame
+
+
+def _encode(record: BatchRecord) -> bytes:
+    return json.dumps(record.to_dict(), indent=2).encode()
 
 
 def _read_frame(data: bytes, uri: str) -> pd.DataFrame:

@@ -99,6 +99,16 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
 
 
+def _write_temporary(path: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``path`` (same file system: it can be renamed or linked)."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+    # Temporary files are private (0600); give the file the usual mode, so that other users (a training
+    # container's non-root user, a mounted volume) can read the batch store.
+    os.chmod(tmp.name, 0o666 & ~_UMASK)
+    return tmp.name
+
+
 def write_bytes(uri: str, data: bytes, *, overwrite: bool = True) -> None:
     """Write a whole file or object; local writes are atomic (temporary file, then rename).
 
@@ -121,25 +131,163 @@ def write_bytes(uri: str, data: bytes, *, overwrite: bool = True) -> None:
             return
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-            tmp.write(data)
-        # Temporary files are private (0600); give the file the usual mode, so that other users (a training
-        # container's non-root user, a mounted volume) can read the batch store.
-        os.chmod(tmp.name, 0o666 & ~_UMASK)
-        os.replace(tmp.name, path)
+        os.replace(_write_temporary(path, data), path)
     except StorageError:
         raise
     except Exception as error:
         raise StorageError(f"cannot write {uri}: {error}") from error
 
 
-def list_files(prefix: str, pattern: str = "*") -> list[str]:
-    """Files directly under a folder or S3 prefix whose name matches a glob, sorted by name."""
+class ConflictError(StorageError):
+    """A conditional write lost a race: the object exists already, or changed since it was read."""
+
+
+def _precondition_failed(error: Exception) -> bool:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def create_bytes(uri: str, data: bytes) -> bool:
+    """Write a file or object only if nothing is there yet, atomically (the check and the write are one step).
+
+    On S3 this is a ``PutObject`` with ``If-None-Match: *``; locally a temporary file hard-linked into place,
+    which fails if the name exists. Two writers racing for the same name: exactly one wins.
+
+    Returns:
+        True when this call created it, False when it already existed (its content is left alone).
+
+    Raises:
+        StorageError: The write failed for another reason.
+    """
+    try:
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            try:
+                _s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except Exception as error:
+                if _precondition_failed(error):
+                    return False
+                raise
+            return True
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _write_temporary(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+    except Exception as error:
+        raise StorageError(f"cannot create {uri}: {error}") from error
+
+
+def read_versioned(uri: str) -> tuple[bytes, str]:
+    """Read a file or object with a version token for :func:`replace_bytes` (the ETag on S3, a hash locally).
+
+    Raises:
+        StorageError: It does not exist or cannot be read.
+    """
+    if not is_s3(uri):
+        data = read_bytes(uri)
+        return data, sha256_bytes(data)
+    try:
+        bucket, key = _split_s3(uri)
+        response = _s3_client().get_object(Bucket=bucket, Key=key)
+        return response["Body"].read(), response["ETag"]
+    except Exception as error:
+        raise StorageError(f"cannot read {uri}: {error}") from error
+
+
+def replace_bytes(uri: str, data: bytes, version: str) -> None:
+    """Overwrite a file or object only if it is still the version read by :func:`read_versioned`.
+
+    On S3 this is a ``PutObject`` with ``If-Match: <etag>``; locally the check and the atomic rename happen
+    under a lock file beside it (``filelock``), which every writer of the folder takes.
+
+    Raises:
+        ConflictError: Someone changed it since it was read (read it again and redo the change).
+        StorageError: The write failed for another reason.
+    """
+    try:
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            try:
+                _s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfMatch=version)
+            except Exception as error:
+                if _precondition_failed(error):
+                    raise ConflictError(f"{uri} changed since it was read") from None
+                raise
+            return
+        from filelock import FileLock
+
+        path = Path(uri)
+        with FileLock(path.parent / f".{path.name}.lock", timeout=60):
+            if not path.is_file() or sha256_bytes(path.read_bytes()) != version:
+                raise ConflictError(f"{uri} changed since it was read")
+            os.replace(_write_temporary(path, data), path)
+    except StorageError:
+        raise
+    except Exception as error:
+        raise StorageError(f"cannot write {uri}: {error}") from error
+
+
+def delete(uri: str) -> None:
+    """Remove a file or object; nothing happens when it is already gone."""
+    try:
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            _s3_client().delete_object(Bucket=bucket, Key=key)
+        else:
+            Path(uri).unlink(missing_ok=True)
+    except Exception as error:
+        raise StorageError(f"cannot delete {uri}: {error}") from error
+
+
+def list_names(prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    """Names directly under a folder or S3 prefix, in name order, from after ``start_after``, at most ``limit``.
+
+    On S3 only the pages needed are requested (``StartAfter``, ``MaxKeys``), so reading the first few names
+    of a large prefix costs one request.
+    """
     if not is_s3(prefix):
         folder = Path(prefix)
         if not folder.is_dir():
             return []
-        return sorted(str(p) for p in folder.iterdir() if p.is_file() and fnmatch.fnmatch(p.name, pattern))
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        names = [n for n in names if start_after is None or n > start_after]
+        return names if limit is None else names[:limit]
+    bucket, key = _split_s3(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    names: list[str] = []
+    arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": key, "Delimiter": "/"}
+    if start_after is not None:
+        arguments["StartAfter"] = key + start_after
+    while True:
+        if limit is not None:
+            arguments["MaxKeys"] = min(1000, limit - len(names))
+        page = _s3_client().list_objects_v2(**arguments)
+        names += [item["Key"][len(key) :] for item in page.get("Contents", []) if item["Key"] != key]
+        if not page.get("IsTruncated") or (limit is not None and len(names) >= limit):
+            return names if limit is None else names[:limit]
+        arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def list_files(prefix: str, pattern: str = "*") -> list[str]:
+    """Files directly under a folder or S3 prefix whose name matches a glob, sorted by name.
+
+    Local names starting with a dot (temporary files of atomic writes, lock files) are never listed.
+    """
+    if not is_s3(prefix):
+        folder = Path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            str(p)
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and fnmatch.fnmatch(p.name, pattern)
+        )
     bucket, key = _split_s3(prefix)
     key = key.rstrip("/") + "/" if key else ""
     names: list[str] = []

@@ -243,3 +243,55 @@ def test_catalog_round_trip_on_s3(s3: Any, synthetic_project: Callable[..., Any]
     frame = catalog.load(catalog.window(synth.cutoff_after(1), 4))
     assert len(frame) == 120
     assert str(frame["ts"].dt.tz) == "UTC"
+
+
+# -- conditional writes: what lets several workers change the catalog at once --------------------------------
+@pytest.fixture(params=["local", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A folder or an S3 prefix (moto), for tests that must hold on both."""
+    return str(tmp_path) if request.param == "local" else request.getfixturevalue("s3_bucket") + "/conditional"
+
+
+def test_create_bytes_creates_once_and_never_overwrites(root: str) -> None:
+    uri = storage.join(root, "catalog", "b.json")
+    assert storage.create_bytes(uri, b"first") is True
+    assert storage.create_bytes(uri, b"second") is False
+    assert storage.read_bytes(uri) == b"first"
+
+
+def test_create_bytes_lets_exactly_one_of_racing_writers_win(root: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = storage.join(root, "race.json")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: storage.create_bytes(uri, f"writer {i}".encode()), range(16)))
+    assert won.count(True) == 1
+    assert storage.read_bytes(uri) == f"writer {won.index(True)}".encode()
+
+
+def test_replace_bytes_refuses_a_version_that_changed_meanwhile(root: str) -> None:
+    uri = storage.join(root, "record.json")
+    storage.write_bytes(uri, b"v1")
+    data, version = storage.read_versioned(uri)
+    assert data == b"v1"
+    storage.replace_bytes(uri, b"v2", version)
+    with pytest.raises(storage.ConflictError, match="changed since it was read"):
+        storage.replace_bytes(uri, b"v3", version)  # a second writer with the stale version
+    assert storage.read_bytes(uri) == b"v2"
+    _, fresh = storage.read_versioned(uri)
+    storage.replace_bytes(uri, b"v3", fresh)
+    assert storage.read_bytes(uri) == b"v3"
+
+
+def test_list_names_pages_from_a_start_without_reading_everything(root: str) -> None:
+    folder = storage.join(root, "index")
+    for name in ("a", "b", "c", "d"):
+        storage.write_bytes(storage.join(folder, name), b"")
+    storage.write_bytes(storage.join(folder, "sub", "x"), b"")  # not a name of this folder
+    assert storage.list_names(folder) == ["a", "b", "c", "d"]
+    assert storage.list_names(folder, start_after="b") == ["c", "d"]
+    assert storage.list_names(folder, start_after="a", limit=2) == ["b", "c"]
+    assert storage.list_names(storage.join(root, "missing")) == []
+    storage.delete(storage.join(folder, "a"))
+    storage.delete(storage.join(folder, "a"))  # already gone: nothing happens
+    assert storage.list_names(folder, limit=1) == ["b"]
