@@ -2,9 +2,13 @@
 
 The checked-in File Data Context lives in the top-level ``great_expectations/`` folder: its configuration
 (``great_expectations.yml``), the expectation suites (``expectations/<suite>.json``) and, per suite, one
-validation definition and one checkpoint. Those are created once, on the first validation of a suite, and only
-read afterwards, so they can be committed. Everything a run writes (validation results, Data Docs, a lock
-file) goes to ``great_expectations/uncommitted/``, which is git-ignored.
+validation definition and one checkpoint (``retrainer init-suite`` creates them for a new suite; commit them).
+
+At run time the committed context is only read: each validation works in a private temporary copy of it, so
+that workers on different machines, with read-only checkouts, never write into (or read results from) a shared
+folder. What a validation produces, its result and its Data Docs page, is then copied to the caller's
+``results_root`` (the project's data root, a folder or an S3 prefix): ``validations/...`` (the results as
+JSON) and ``data_docs/...`` (the site's static assets once, and one page per validation).
 
 A batch that fails its expectations is not an error: :func:`validate_frame` returns an outcome with
 ``success=False`` that lists the failed expectations, and the caller decides (fails closed). Broken setups
@@ -16,12 +20,12 @@ Airflow DAG parsing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,11 +191,12 @@ def validate_frame(
     batch_id: str,
     context_root: Path | None = None,
     build_docs: bool = True,
+    results_root: str | None = None,
 ) -> ValidationOutcome:
-    """Validate a DataFrame against an expectation suite of the File Data Context.
+    """Validate a DataFrame against an expectation suite of the File Data Context, without writing to it.
 
-    The pandas datasource, the suite's dataframe asset and batch definition, its validation definition and
-    its checkpoint are looked up by stable names and created only when missing (see :func:`gx_names`).
+    The suite's validation definition and checkpoint are the committed ones; a suite that has none yet is set
+    up in the private copy only (with a warning to run ``retrainer init-suite`` and commit the result).
 
     Args:
         df: The batch.
@@ -200,9 +205,12 @@ def validate_frame(
         context_root: Folder of the File Data Context; defaults to :func:`default_context_root`.
         build_docs: Run the checkpoint with its ``UpdateDataDocsAction``; when False the validation
             definition is run directly and no Data Docs are written.
+        results_root: Where the result and the Data Docs page are copied (a folder or an S3 prefix); None
+            keeps nothing.
 
     Returns:
-        The outcome; ``success`` is False when any expectation failed.
+        The outcome; ``success`` is False when any expectation failed. ``data_docs`` is the URI of the
+        validation's Data Docs page under ``results_root``.
 
     Raises:
         SuiteNotFoundError: The suite does not exist in the context.
@@ -210,20 +218,15 @@ def validate_frame(
         ValueError: ``suite_name`` is not a valid suite name.
     """
     root = Path(context_root) if context_root is not None else default_context_root()
-    _check_suite_name(suite_name)
-    if not (root / "great_expectations.yml").is_file():
-        raise FileNotFoundError(f"no Great Expectations File Data Context at {root} (great_expectations.yml)")
-    suite_file = root / "expectations" / f"{suite_name}.json"
-    if not suite_file.is_file():
-        raise SuiteNotFoundError(_missing_suite_message(suite_name, root))
-
+    _check_suite(root, suite_name)
     gx = _import_gx()
     from great_expectations.core.run_identifier import RunIdentifier
 
     run_id = RunIdentifier(run_name=_run_name(batch_id), run_time=datetime.now(UTC))
-    with _context_lock(root):
-        context = gx.get_context(mode="file", context_root_dir=str(root))
-        validation_definition, checkpoint = _ensure_objects(context, suite_name)
+    with tempfile.TemporaryDirectory(prefix="retrainer-gx-") as work:
+        copy = _private_copy(root, Path(work))
+        context = gx.get_context(mode="file", context_root_dir=str(copy))
+        validation_definition, checkpoint = _ensure_objects(context, suite_name, committed=False)
         if build_docs:
             checkpoint_result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
             (result,) = checkpoint_result.run_results.values()
@@ -231,13 +234,74 @@ def validate_frame(
             result = validation_definition.run(
                 batch_parameters={"dataframe": df}, result_format=checkpoint.result_format, run_id=run_id
             )
-        docs = _docs_index(context) if build_docs else None
+        docs = _publish(copy / "uncommitted", results_root) if results_root is not None else None
     order = [expectation.id for expectation in validation_definition.suite.expectations]
     outcome = _outcome(
         result, suite_name=suite_name, batch_id=batch_id, data_docs=docs, order=order, columns=set(df.columns)
     )
     (logger.info if outcome.success else logger.warning)("%s", outcome.summary_line())
     return outcome
+
+
+def init_suite(suite_name: str, context_root: Path | None = None) -> dict[str, str]:
+    """Create a suite's datasource asset, batch definition, validation definition and checkpoint in the
+    committed context (the one place the platform writes to it: a developer runs it, then commits).
+
+    Returns:
+        The GX names of the suite's objects (see :func:`gx_names`).
+
+    Raises:
+        SuiteNotFoundError: The suite does not exist in the context.
+    """
+    root = Path(context_root) if context_root is not None else default_context_root()
+    _check_suite(root, suite_name)
+    gx = _import_gx()
+    context = gx.get_context(mode="file", context_root_dir=str(root))
+    _ensure_objects(context, suite_name, committed=True)
+    return gx_names(suite_name)
+
+
+def _check_suite(root: Path, suite_name: str) -> None:
+    _check_suite_name(suite_name)
+    if not (root / "great_expectations.yml").is_file():
+        raise FileNotFoundError(f"no Great Expectations File Data Context at {root} (great_expectations.yml)")
+    if not (root / "expectations" / f"{suite_name}.json").is_file():
+        raise SuiteNotFoundError(_missing_suite_message(suite_name, root))
+
+
+def _private_copy(root: Path, work: Path) -> Path:
+    """A copy of the committed context (without ``uncommitted/``) that this validation alone writes to."""
+    copy = work / "great_expectations"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("uncommitted", "__pycache__"))
+    return copy
+
+
+def _publish(uncommitted: Path, results_root: str) -> str | None:
+    """Copy the validation's result and Data Docs page to ``results_root``; returns the page's URI.
+
+    The site's static assets (styles, fonts: ~4 MB) are copied only when missing there; GX's site index is not
+    copied, since it lists only the validations of the private copy.
+    """
+    from retrainer import storage
+
+    for path in sorted((uncommitted / "validations").rglob("*.json")):
+        relative = path.relative_to(uncommitted / "validations").as_posix()
+        storage.write_bytes(storage.join(results_root, "validations", relative), path.read_bytes())
+    site = uncommitted / "data_docs" / DATA_DOCS_SITE
+    if not site.is_dir():
+        return None
+    docs = storage.join(results_root, "data_docs")
+    static = sorted(p for p in (site / "static").rglob("*") if p.is_file())
+    if static and not storage.exists(storage.join(docs, static[0].relative_to(site).as_posix())):
+        for path in static:
+            storage.write_bytes(storage.join(docs, path.relative_to(site).as_posix()), path.read_bytes())
+    pages = sorted((site / "validations").rglob("*.html")) if (site / "validations").is_dir() else []
+    for path in [*pages, *sorted((site / "expectations").rglob("*.html"))]:
+        storage.write_bytes(storage.join(docs, path.relative_to(site).as_posix()), path.read_bytes())
+    if not pages:
+        return None
+    page = storage.join(docs, pages[0].relative_to(site).as_posix())
+    return page if storage.is_s3(page) else Path(page).as_uri()
 
 
 def gx_names(suite_name: str) -> dict[str, str]:
@@ -282,70 +346,51 @@ def _missing_suite_message(suite_name: str, root: Path) -> str:
     )
 
 
-@contextlib.contextmanager
-def _context_lock(root: Path) -> Iterator[None]:
-    """Serialise the use of one File Data Context across processes (an exclusive ``flock``).
-
-    Without it two processes validating new suites at the same time could each rewrite
-    ``great_expectations.yml`` from a stale copy and lose the other's asset, and concurrent Data Docs builds
-    could interleave their writes of ``index.html``. A validation takes about a second, so waiting is cheap.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    lock_dir = root / "uncommitted"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "retrainer.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _ensure_objects(context: FileDataContext, suite_name: str) -> tuple[ValidationDefinition, Checkpoint]:
+def _ensure_objects(
+    context: FileDataContext, suite_name: str, *, committed: bool
+) -> tuple[ValidationDefinition, Checkpoint]:
     """Get the suite's datasource, asset, batch definition, validation definition and checkpoint.
 
-    Each object is created (and persisted) only when it does not exist yet.
+    Each object is created only when it does not exist yet: in the committed context by ``init-suite``
+    (``committed``), otherwise in a private copy, with a warning that the committed context lacks it.
     """
     import great_expectations as gx
     from great_expectations.exceptions import DataContextError
 
     names = gx_names(suite_name)
+    created: list[str] = []
     try:
         suite = context.suites.get(suite_name)
     except DataContextError as error:
         raise SuiteNotFoundError(_missing_suite_message(suite_name, Path(context.root_directory))) from error
     if suite.id is None:
         # A hand-written suite file without ids: GX cannot reference it from a validation definition.
-        logger.warning("assigning GX ids to expectation suite %s; commit the updated suite file", suite_name)
+        created.append("ids of the suite's expectations")
         suite = context.suites.add_or_update(suite)
 
     datasources = context.data_sources.all()
     if names["datasource"] in datasources:
         datasource = datasources[names["datasource"]]
     else:
-        logger.info("creating GX pandas datasource %s", names["datasource"])
+        created.append(f"pandas datasource {names['datasource']}")
         datasource = context.data_sources.add_pandas(name=names["datasource"])
 
     try:
         asset = datasource.get_asset(names["asset"])
     except LookupError:
-        logger.info("creating GX dataframe asset %s", names["asset"])
+        created.append(f"dataframe asset {names['asset']}")
         asset = datasource.add_dataframe_asset(name=names["asset"])
 
     try:
         batch_definition = asset.get_batch_definition(names["batch_definition"])
     except KeyError:
-        logger.info("creating GX batch definition %s", names["batch_definition"])
+        created.append(f"batch definition {names['batch_definition']}")
         batch_definition = asset.add_batch_definition_whole_dataframe(names["batch_definition"])
 
     try:
         validation_definition = context.validation_definitions.get(names["validation_definition"])
     except DataContextError:
-        logger.info("creating GX validation definition %s", names["validation_definition"])
+        created.append(f"validation definition {names['validation_definition']}")
         validation_definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=names["validation_definition"], data=batch_definition, suite=suite)
         )
@@ -353,7 +398,7 @@ def _ensure_objects(context: FileDataContext, suite_name: str) -> tuple[Validati
     try:
         checkpoint = context.checkpoints.get(names["checkpoint"])
     except DataContextError:
-        logger.info("creating GX checkpoint %s", names["checkpoint"])
+        created.append(f"checkpoint {names['checkpoint']}")
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(
                 name=names["checkpoint"],
@@ -361,6 +406,15 @@ def _ensure_objects(context: FileDataContext, suite_name: str) -> tuple[Validati
                 actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_LIST_LIMIT},
             )
+        )
+    if created and committed:
+        logger.info("created in %s: %s; commit them", context.root_directory, ", ".join(created))
+    elif created:
+        logger.warning(
+            "the committed Great Expectations context lacks %s for suite %s: created for this validation only; "
+            "run `retrainer init-suite -c <project file>` and commit the result",
+            ", ".join(created),
+            suite_name,
         )
     return validation_definition, checkpoint
 

@@ -21,6 +21,7 @@ from retrainer.validation import (
     ValidationOutcome,
     default_context_root,
     gx_names,
+    init_suite,
     validate_frame,
 )
 
@@ -73,8 +74,14 @@ def gx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good_outcome(week: pd.DataFrame, gx_root: Path) -> ValidationOutcome:
-    return validate_frame(week, SUITE, WEEK_START, context_root=gx_root)
+def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where a project's validation results go (its data root's reports/gx)."""
+    return tmp_path_factory.mktemp("data") / "reports" / "gx"
+
+
+@pytest.fixture(scope="module")
+def good_outcome(week: pd.DataFrame, gx_root: Path, results_root: Path) -> ValidationOutcome:
+    return validate_frame(week, SUITE, WEEK_START, context_root=gx_root, results_root=str(results_root))
 
 
 def test_committed_context_is_complete() -> None:
@@ -93,7 +100,9 @@ def test_default_context_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert default_context_root() == tmp_path
 
 
-def test_good_week_passes(good_outcome: ValidationOutcome, gx_root: Path, week: pd.DataFrame) -> None:
+def test_good_week_passes(
+    good_outcome: ValidationOutcome, gx_root: Path, results_root: Path, week: pd.DataFrame
+) -> None:
     assert 5000 < len(week) < 7000
     assert good_outcome.success, good_outcome.summary_line()
     assert good_outcome.failed == []
@@ -103,9 +112,15 @@ def test_good_week_passes(good_outcome: ValidationOutcome, gx_root: Path, week: 
     assert good_outcome.summary_line() == f"batch {WEEK_START} passed {n}/{n} expectations of suite {SUITE}"
     assert good_outcome.report["success"] is True
     assert good_outcome.data_docs is not None
-    index = Path(good_outcome.data_docs.removeprefix("file://"))
-    assert index.is_file()
-    assert index.is_relative_to(gx_root / "uncommitted")
+    page = Path(good_outcome.data_docs.removeprefix("file://"))
+    assert page.is_file() and page.suffix == ".html"
+    # The validation's own Data Docs page, with the site's assets, in the results root; the context is untouched.
+    assert page.is_relative_to(results_root / "data_docs" / "validations" / SUITE)
+    assert (results_root / "data_docs" / "static" / "styles" / "data_docs_default_styles.css").is_file()
+    assert not (results_root / "data_docs" / "index.html").exists()  # GX's index would list this one only
+    [result] = (results_root / "validations" / SUITE).rglob("*.json")
+    assert json.loads(result.read_text())["success"] is True
+    assert not (gx_root / "uncommitted").exists()
     json.dumps(good_outcome.to_dict())
 
 
@@ -182,10 +197,10 @@ def test_corrupted_batch_fails(
     json.dumps(outcome.to_dict())
 
 
-def test_failure_details_name_the_expectations(week: pd.DataFrame, gx_root: Path) -> None:
+def test_failure_details_name_the_expectations(week: pd.DataFrame, gx_root: Path, results_root: Path) -> None:
     bad = _null_target(_negative_distance(_origin_xxx(week.copy())))
 
-    outcome = validate_frame(bad, SUITE, "2013-01-07-bad", context_root=gx_root)
+    outcome = validate_frame(bad, SUITE, "2013-01-07-bad", context_root=gx_root, results_root=str(results_root))
 
     assert not outcome.success
     by_name = {(f.expectation_type, f.column): f for f in outcome.failed}
@@ -244,19 +259,20 @@ def test_invalid_suite_name_raises(week: pd.DataFrame, gx_root: Path) -> None:
         validate_frame(week, "../flights_arr_delay", WEEK_START, context_root=gx_root)
 
 
-def test_repeated_runs_only_write_uncommitted_files(week: pd.DataFrame, tmp_path: Path) -> None:
+def test_validations_never_write_into_the_context(week: pd.DataFrame, tmp_path: Path) -> None:
     root = _copy_context(tmp_path / "great_expectations")
-    before = _committed_files(root)
+    results = tmp_path / "results"
+    before = _files(root)
 
-    first = validate_frame(week, SUITE, "run/1", context_root=root)
-    second = validate_frame(week, SUITE, "run/1", context_root=root, build_docs=False)
-    # A separate process, as Airflow's LocalExecutor runs each task in its own.
+    first = validate_frame(week, SUITE, "run/1", context_root=root, results_root=str(results))
+    second = validate_frame(week, SUITE, "run/1", context_root=root, build_docs=False, results_root=str(results))
+    # A separate process at the same time, as two workers validate two projects' batches.
     script = textwrap.dedent(
         f"""
         import pickle, sys
         from retrainer.validation import validate_frame
         df = pickle.load(sys.stdin.buffer)
-        outcome = validate_frame(df, {SUITE!r}, "run/3", context_root={str(root)!r})
+        outcome = validate_frame(df, {SUITE!r}, "run/3", context_root={str(root)!r}, results_root={str(results)!r})
         sys.exit(0 if outcome.success else 1)
         """
     )
@@ -270,17 +286,23 @@ def test_repeated_runs_only_write_uncommitted_files(week: pd.DataFrame, tmp_path
 
     assert first.success and second.success
     assert third.returncode == 0, third.stderr.decode()[-2000:]
-    assert _committed_files(root) == before
-    results = list((root / "uncommitted" / "validations" / SUITE).rglob("*.json"))
-    assert len(results) == 3
-    assert {path.relative_to(root / "uncommitted" / "validations" / SUITE).parts[0] for path in results} == {
-        "run_1",
-        "run_3",
+    assert _files(root) == before  # not a byte written, not even uncommitted/
+    stored = list((results / "validations" / SUITE).rglob("*.json"))
+    assert len(stored) == 3
+    assert {path.relative_to(results / "validations" / SUITE).parts[0] for path in stored} == {"run_1", "run_3"}
+    assert len(list((results / "data_docs" / "validations").rglob("*.html"))) == 2  # build_docs=False: none
+
+
+def _files(root: Path) -> dict[str, str]:
+    """Digest of every file under ``root``, uncommitted/ included."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
     }
 
 
-def test_new_suite_is_set_up_once(week: pd.DataFrame, tmp_path: Path) -> None:
-    root = _copy_context(tmp_path / "great_expectations")
+def _hand_written_suite(root: Path) -> None:
     suite = json.loads((root / "expectations" / f"{SUITE}.json").read_text())
     suite["name"] = "hand_written"
     del suite["id"]
@@ -288,17 +310,30 @@ def test_new_suite_is_set_up_once(week: pd.DataFrame, tmp_path: Path) -> None:
         del expectation["id"]
     (root / "expectations" / "hand_written.json").write_text(json.dumps(suite, indent=2))
 
-    first = validate_frame(week, "hand_written", "b1", context_root=root, build_docs=False)
-    after_first = _committed_files(root)
-    second = validate_frame(week, "hand_written", "b2", context_root=root)
 
-    assert first.success and second.success
-    assert _committed_files(root) == after_first
-    names = gx_names("hand_written")
+def test_a_new_suite_validates_without_writing_and_init_suite_sets_it_up(
+    week: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _copy_context(tmp_path / "great_expectations")
+    _hand_written_suite(root)
+    before = _files(root)
+
+    outcome = validate_frame(week, "hand_written", "b1", context_root=root, build_docs=False)
+    assert outcome.success
+    assert _files(root) == before  # set up in the private copy only ...
+    assert "retrainer init-suite" in caplog.text  # ... and the log says how to commit them
+
+    names = init_suite("hand_written", context_root=root)
     assert (root / "validation_definitions" / f"{names['validation_definition']}.json").is_file()
     assert (root / "checkpoints" / f"{names['checkpoint']}.json").is_file()
     assert names["asset"] in (root / "great_expectations.yml").read_text()
     assert json.loads((root / "expectations" / "hand_written.json").read_text())["id"]
+    after_init = _committed_files(root)
+    init_suite("hand_written", context_root=root)
+    assert _committed_files(root) == after_init  # only once
+    caplog.clear()
+    assert validate_frame(week, "hand_written", "b2", context_root=root, results_root=str(tmp_path / "r")).success
+    assert "init-suite" not in caplog.text
     # The committed suite's objects are untouched.
     assert (root / "validation_definitions" / f"{gx_names(SUITE)['validation_definition']}.json").read_bytes() == (
         COMMITTED_CONTEXT / "validation_definitions" / f"{gx_names(SUITE)['validation_definition']}.json"
