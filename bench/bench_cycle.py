@@ -36,13 +36,14 @@ def _prepare(config_path: Path) -> tuple[Path, str]:
     """Champion from week 1, week 2 landed: returns the template data folder and week 2's cutoff."""
     from retrainer import demo, steps
     from retrainer.config import load_config
+    from retrainer.tracking import Tracking
 
-    config = load_config(config_path)
+    config, tracking = load_config(config_path), Tracking.from_env()
     weeks = demo.week_starts(demo.DEMO_START, 2)
     demo.land_weeks(config, weeks[0], 1)
-    steps.run_cycle(config, demo.week_cutoff(weeks[0]), trigger="bench")
+    steps.run_cycle(config, tracking, demo.week_cutoff(weeks[0]), trigger="bench")
     demo.land_weeks(config, weeks[1], 1)
-    steps.ingest(config, demo.week_cutoff(weeks[0]))  # registers week 2 as landed, not yet validated
+    steps.ingest(config, tracking, demo.week_cutoff(weeks[0]))  # registers week 2 as landed, not yet validated
     template = Path(config.data.root_uri).with_name("template")
     shutil.copytree(config.data.root_uri, template)
     return template, demo.week_cutoff(weeks[1]).isoformat()
@@ -56,8 +57,9 @@ def _restore(template: Path, target: Path) -> None:
 def _in_process(config_path: Path, cutoff: str) -> dict[str, float]:
     from retrainer import steps
     from retrainer.config import load_config
+    from retrainer.tracking import Tracking
 
-    config = load_config(config_path)
+    config, tracking = load_config(config_path), Tracking.from_env()
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs):
@@ -67,12 +69,12 @@ def _in_process(config_path: Path, cutoff: str) -> dict[str, float]:
         return result
 
     started = time.perf_counter()
-    ingested = timed("ingest", steps.ingest, config, cutoff)
-    validated = timed("validate", steps.validate, config, ingested["pending"])
-    timed("drift", steps.drift, config, validated["accepted"], "bench")
-    trained = timed("train", steps.train, config, cutoff, "bench", require_new_data=validated["accepted"])
-    evaluation = timed("evaluate", steps.evaluate, config, trained["run_id"])
-    timed("promote", steps.promote, config, trained["run_id"], evaluation, dry_run=True)
+    ingested = timed("ingest", steps.ingest, config, tracking, cutoff)
+    validated = timed("validate", steps.validate, config, ingested.pending)
+    timed("drift", steps.drift, config, tracking, validated.accepted, "bench")
+    trained = timed("train", steps.train, config, tracking, cutoff, "bench", require_new_data=validated.accepted)
+    evaluation = timed("evaluate", steps.evaluate, config, tracking, trained.run_id)
+    timed("promote", steps.promote, config, tracking, trained.run_id, evaluation, dry_run=True)
     timings["total"] = time.perf_counter() - started
     return timings
 

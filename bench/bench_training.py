@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 from _scratch import REPO, scratch_environment
 
+from retrainer.tracking import Tracking
+
 WEEKS = 4
 
 
@@ -102,8 +104,8 @@ def _in_process(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, 
     from retrainer import steps
 
     started = time.perf_counter()
-    result = steps.train(config, cutoff, label, trigger="bench")
-    return time.perf_counter() - started, result
+    result = steps.train(config, Tracking.from_env(), cutoff, label, trigger="bench")
+    return time.perf_counter() - started, result.to_json()
 
 
 def _subprocess(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, Any]]:
@@ -112,10 +114,10 @@ def _subprocess(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, 
 
     backend = {"backend": TrainingBackend.LOCAL}
     local = config.model_copy(update={"training": config.training.model_copy(update=backend)})
-    launch = training.plan(local, cutoff, label, trigger="bench")
+    launch = training.plan(local, Tracking.from_env(), cutoff, label, trigger="bench")
     started = time.perf_counter()
     result = training.run_local(launch, timeout_s=3600)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, result.to_json()
 
 
 def _container(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, Any]]:
@@ -123,7 +125,7 @@ def _container(config: Any, cutoff: str, label: str) -> tuple[float, dict[str, A
 
     from retrainer import training
 
-    launch = training.plan(config, cutoff, label, trigger="bench")
+    launch = training.plan(config, Tracking.from_env(), cutoff, label, trigger="bench")
     client = docker.from_env()
     image = client.images.get(config.training.image)
     root = config.data.root_uri

@@ -197,6 +197,40 @@ def land_weeks(
     return ids
 
 
+def synthetic_suite(name: str, target: str = "y") -> dict[str, Any]:
+    """The synthetic feed's expectation suite (a new dataset's second file, beside its project YAML)."""
+    return {
+        "name": name,
+        "expectations": [
+            {
+                "type": "expect_table_columns_to_match_set",
+                "kwargs": {"column_set": ["ts", "region", "x1", "x2", target]},
+            },
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": target}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "x1", "min_value": -20, "max_value": 20},
+            },
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": "region", "value_set": list(REGION_EFFECT)},
+            },
+        ],
+        "meta": {},
+    }
+
+
+def context_with_suite(folder: Path, name: str) -> Path:
+    """A copy of the committed Great Expectations context with the synthetic suite ``name`` added."""
+    import json
+    import shutil
+
+    root = folder / "great_expectations"
+    shutil.copytree(REPO_ROOT / "great_expectations", root, ignore=shutil.ignore_patterns("uncommitted"))
+    (root / "expectations" / f"{name}.json").write_text(json.dumps(synthetic_suite(name)))
+    return root
+
+
 @pytest.fixture(scope="session")
 def synth() -> SimpleNamespace:
     """The synthetic feed's helpers, for tests (test modules do not import conftest)."""
@@ -208,6 +242,7 @@ def synth() -> SimpleNamespace:
         config_dict=synthetic_config_dict,
         make_project=make_synthetic_project,
         land_weeks=land_weeks,
+        context_with_suite=context_with_suite,
         region_effect=dict(REGION_EFFECT),
         flights_config=FLIGHTS_CONFIG,
     )
@@ -265,6 +300,14 @@ def mlflow_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     uri = use_local_mlflow(tmp_path / "mlflow", monkeypatch)
     yield uri
     reset_mlflow()
+
+
+@pytest.fixture
+def tracking(mlflow_tracking: str) -> Any:
+    """The ``mlflow_tracking`` store as the :class:`~retrainer.tracking.Tracking` steps are handed."""
+    from retrainer.tracking import Tracking
+
+    return Tracking(mlflow_tracking)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,13 @@ import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from retrainer.steps.concept import ConceptDriftResult
+    from retrainer.steps.data_drift import DriftOutcome
 
 
 class AlertError(ValueError):
@@ -57,6 +61,32 @@ class DriftAlert(BaseModel):
         """One line for logs and the UI."""
         batches = f" on {', '.join(self.batch_ids)}" if self.batch_ids else ""
         return f"{self.kind.value} alert from {self.source}{batches}" + (f": {self.reason}" if self.reason else "")
+
+
+class ReceivedAlert(BaseModel):
+    """An alert as a run received it: the alert's fields, how it came, and a readable summary.
+
+    An event whose payload is not a valid alert still asked for a retrain: it is kept, with ``invalid``
+    saying why, instead of being dropped.
+
+    Attributes:
+        via: ``rest_api``, ``inbox`` or ``drift-monitor``.
+        summary: One line for logs and the UI.
+        invalid: Why the payload is not a valid alert, None when it is.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    via: str
+    summary: str
+    invalid: str | None = None
+    kind: AlertKind | None = None
+    source: str | None = None
+    reason: str = ""
+    batch_ids: list[str] = Field(default_factory=list)
+    drift: dict[str, Any] | None = None
+    report_uri: str | None = None
+    raised_at: datetime | None = None
 
 
 def parse_alert(raw: str | bytes | dict[str, Any], origin: str = "alert") -> DriftAlert:
@@ -156,20 +186,19 @@ def _claim_next_s3(inbox: str) -> tuple[str, DriftAlert | AlertError] | None:
     return None
 
 
-def alerts_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def alerts_from_events(extras: list[dict[str, Any]]) -> list[ReceivedAlert]:
     """Readable alerts from the ``extra`` of the asset events that started a run.
 
     An inbox event carries ``{"payload": {"alert": {...}, "via": "inbox"}}``, a drift monitor's event
     ``{"alerts": [...], "via": "drift-monitor"}``; an event posted through the REST API carries the alert's
-    fields directly. An event whose payload is not a valid alert still asked for a
-    retrain; it is reported with the reason instead of being dropped.
-
-    Returns:
-        One dict per alert: its fields plus ``via`` and ``summary``, or ``invalid`` with the reason.
+    fields directly. Events of other assets (a landing watcher's ``{"ids": [...], "zone": ...}``) are not
+    alerts and are left out.
     """
-    alerts = []
+    alerts: list[ReceivedAlert] = []
     for extra in extras:
         payload = extra.get("payload", extra) if isinstance(extra, dict) else {}
+        if isinstance(payload, dict) and "zone" in payload and "ids" in payload:
+            continue  # a landing or labels watcher's event: the monitor's own schedule, not an alert
         via = payload.get("via", "rest_api") if isinstance(payload, dict) else "rest_api"
         if isinstance(payload, dict) and isinstance(payload.get("alerts"), list):
             alerts += alerts_from_events([{"alert": raw, "via": via} for raw in payload["alerts"]])
@@ -180,9 +209,9 @@ def alerts_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             alert = parse_alert(raw, origin=f"alert via {via}")
         except AlertError as error:
-            alerts.append({"via": via, "invalid": str(error), "summary": f"invalid alert via {via}"})
+            alerts.append(ReceivedAlert(via=via, invalid=str(error), summary=f"invalid alert via {via}"))
             continue
-        alerts.append({**alert.model_dump(mode="json"), "via": via, "summary": alert.describe()})
+        alerts.append(ReceivedAlert(**alert.model_dump(), via=via, summary=alert.describe()))
     return alerts
 
 
@@ -221,52 +250,50 @@ def announce_new_files(
     """
     from retrainer import storage
 
+    # Three listings and a marker per new file: no request per file already seen, whatever the history.
+    seen = {storage.basename(uri) for uri in storage.list_files(announced)}
+    if known is not None:
+        seen |= {storage.basename(uri).removesuffix(".json") for uri in storage.list_files(known, "*.json")}
     new = []
     for uri in storage.list_files(folder, pattern):
         file_id = storage.basename(uri).rsplit(".", 1)[0]
-        marker = storage.join(announced, file_id)
-        if storage.exists(marker) or (
-            known is not None and storage.exists(storage.join(known, f"{file_id}.json"))
-        ):
+        if file_id in seen:
             continue
-        storage.write_bytes(marker, b"")
+        storage.write_bytes(storage.join(announced, file_id), b"")
         new.append(file_id)
     return new
 
 
-def alert_from_drift(drift_result: dict[str, Any], batch_ids: list[str]) -> DriftAlert | None:
+def alert_from_drift(result: DriftOutcome, batch_ids: list[str]) -> DriftAlert | None:
     """The data-drift alert of a drift step's result, or None when the project's drift rule did not fire."""
-    if drift_result.get("status") != "computed" or not drift_result.get("drift_detected"):
+    if result.status != "computed" or not result.drift_detected:
         return None
-    reports = [uri for uri in drift_result.get("report_uris", []) if uri.endswith(".html")]
+    reports = [uri for uri in result.report_uris if uri.endswith(".html")]
     return DriftAlert(
         kind=AlertKind.DATA_DRIFT,
         source="drift-monitor",
-        reason=drift_result.get("summary", ""),
+        reason=result.summary,
         batch_ids=batch_ids,
-        drift={
-            "share_drifted": drift_result.get("share_drifted"),
-            "reference_version": drift_result.get("reference_version"),
-        },
+        drift={"share_drifted": result.share_drifted, "reference_version": result.reference_version},
         report_uri=reports[0] if reports else None,
     )
 
 
-def alert_from_concept(concept_result: dict[str, Any]) -> DriftAlert | None:
+def alert_from_concept(result: ConceptDriftResult) -> DriftAlert | None:
     """The concept-drift alert of a concept-drift step's result, or None when the champion held up."""
-    degraded = [c for c in concept_result.get("checks", []) if c.get("degraded")]
+    degraded = [c for c in result.checks if c.degraded]
     if not degraded:
         return None
     return DriftAlert(
         kind=AlertKind.CONCEPT_DRIFT,
         source="drift-monitor",
-        reason="; ".join(c["note"] for c in degraded),
-        batch_ids=[c["batch_id"] for c in degraded],
+        reason="; ".join(c.note for c in degraded),
+        batch_ids=[c.batch_id for c in degraded],
         drift={
-            "metric": degraded[0]["metric"],
-            "champion_version": degraded[0]["champion_version"],
-            "degradation": max(c["degradation"] for c in degraded),
-            "max_degradation": degraded[0]["max_degradation"],
+            "metric": degraded[0].metric,
+            "champion_version": degraded[0].champion_version,
+            "degradation": max(c.degradation or 0.0 for c in degraded),
+            "max_degradation": degraded[0].max_degradation,
         },
-        report_uri=degraded[0]["report_uri"],
+        report_uri=degraded[0].report_uri,
     )

@@ -62,7 +62,23 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _emit(result: Any) -> None:
+    from pydantic import BaseModel
+
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    elif isinstance(result, list):
+        result = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in result]
     out.print_json(json.dumps(result, default=str))
+
+
+def _tracking() -> Any:
+    """The MLflow server of this process's ``MLFLOW_TRACKING_URI`` (never a default local store)."""
+    from retrainer.tracking import Tracking, TrackingError
+
+    try:
+        return Tracking.from_env()
+    except TrackingError as error:
+        _fail(str(error))
 
 
 def _run(step: Any, *args: Any, **kwargs: Any) -> Any:
@@ -93,12 +109,40 @@ def check_config(config: ConfigOption) -> None:
     _emit(project.model_dump(mode="json", by_alias=True))
 
 
+@app.command("init-suite")
+def init_suite(config: ConfigOption) -> None:
+    """Set up the project's expectation suite in the Great Expectations context (then commit the files).
+
+    Creates the suite's asset, batch definition, validation definition and checkpoint, which validations
+    only read (at run time the context is read-only).
+    """
+    from retrainer.validation import init_suite as create
+
+    project = _load(config)
+    _emit(_run(create, project.validation.suite))
+
+
+@app.command("airflow-pools")
+def airflow_pools(
+    projects: Annotated[
+        Path,
+        typer.Option("--projects", "-p", help="Folder of project files.", envvar="RETRAINER_PROJECTS_DIR"),
+    ],
+) -> None:
+    """Print the Airflow pools the projects need (one per project), for `airflow pools import FILE`."""
+    from retrainer.projects import pools_json
+
+    if not projects.is_dir():
+        _fail(f"{projects} is not a folder of project files")
+    typer.echo(pools_json(projects))
+
+
 @app.command()
 def ingest(config: ConfigOption, cutoff: CutoffOption = None) -> None:
     """Register newly landed batches; list those awaiting validation."""
     from retrainer import steps
 
-    _emit(_run(steps.ingest, _load(config), cutoff))
+    _emit(_run(steps.ingest, _load(config), _tracking(), cutoff))
 
 
 @app.command()
@@ -122,7 +166,7 @@ def drift(
     """Compare batches with the champion's training data (Evidently)."""
     from retrainer import steps
 
-    _emit(_run(steps.drift, _load(config), batch, cycle_id))
+    _emit(_run(steps.drift, _load(config), _tracking(), batch, cycle_id))
 
 
 @app.command("concept-drift")
@@ -130,7 +174,7 @@ def concept_drift(config: ConfigOption) -> None:
     """Attach late labels (labels/) to their batches; compare the champion's error on them with its baseline."""
     from retrainer import steps
 
-    _emit(_run(steps.concept_drift, _load(config)))
+    _emit(_run(steps.concept_drift, _load(config), _tracking()))
 
 
 @app.command()
@@ -161,6 +205,7 @@ def train(
     result = _run(
         steps.train,
         project,
+        _tracking(),
         cutoff,
         cycle_id,
         trigger=trigger,
@@ -168,7 +213,7 @@ def train(
         max_train_rows=max_train_rows,
     )
     if result_file is not None:
-        result_file.write_text(json.dumps(result, default=str))
+        result_file.write_text(json.dumps(result.to_json()))
     _emit(result)
 
 
@@ -176,16 +221,16 @@ def _load_from_env() -> Any:
     """The project a launcher resolved and passed in ``RETRAINER_CONFIG_JSON``."""
     import os
 
-    from retrainer.config import ConfigError, parse_config
+    from retrainer.config import ConfigError, project_from_json
     from retrainer.training import CONFIG_ENV
 
     text = os.environ.get(CONFIG_ENV)
     if not text:
         _fail(f"no project: pass --config FILE (or set RETRAINER_CONFIG or {CONFIG_ENV})")
     try:
-        return parse_config(json.loads(text), Path.cwd(), source=CONFIG_ENV)
-    except (ConfigError, ValueError) as error:
-        _fail(f"{CONFIG_ENV}: {error}")
+        return project_from_json(text, source=CONFIG_ENV)
+    except ConfigError as error:
+        _fail(str(error))
 
 
 @app.command()
@@ -195,7 +240,7 @@ def evaluate(
     """Score the candidate and the champion on the same held-out rows."""
     from retrainer import steps
 
-    _emit(_run(steps.evaluate, _load(config), run_id))
+    _emit(_run(steps.evaluate, _load(config), _tracking(), run_id))
 
 
 @app.command()
@@ -207,9 +252,9 @@ def promote(
     """Evaluate, then register the candidate and move @champion only if it wins."""
     from retrainer import steps
 
-    project = _load(config)
-    evaluation = _run(steps.evaluate, project, run_id)
-    _emit(_run(steps.promote, project, run_id, evaluation, dry_run=dry_run))
+    project, tracking = _load(config), _tracking()
+    evaluation = _run(steps.evaluate, project, tracking, run_id)
+    _emit(_run(steps.promote, project, tracking, run_id, evaluation, dry_run=dry_run))
 
 
 @app.command()
@@ -223,7 +268,7 @@ def rollback(
     """Move @champion back to the previous champion (or a named version)."""
     from retrainer import steps
 
-    _emit(_run(steps.rollback, _load(config), to_version, reason))
+    _emit(_run(steps.rollback, _load(config), _tracking(), to_version, reason))
 
 
 @app.command()
@@ -241,6 +286,7 @@ def cycle(
     record = _run(
         steps.run_cycle,
         _load(config),
+        _tracking(),
         cutoff,
         force=force,
         dry_run=dry_run,
@@ -248,7 +294,7 @@ def cycle(
         max_train_rows=max_train_rows,
     )
     _emit(record)
-    if record.get("error"):
+    if record.error:
         raise typer.Exit(1)
 
 
@@ -283,13 +329,13 @@ def report(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["week"],
-            row["trigger"],
-            row["validation"],
-            _fmt(row["drift_share"]),
-            _fmt(row["champion"]),
-            _fmt(row["candidate"]),
-            row["decision"],
+            row.week,
+            row.trigger,
+            row.validation,
+            _fmt(row.drift_share),
+            _fmt(row.champion),
+            _fmt(row.candidate),
+            row.decision,
         )
     out.print(table)
 

@@ -323,6 +323,28 @@ class ValidationConfig(_Strict):
     suite: str
 
 
+class NotificationsConfig(_Strict):
+    """Who hears of a failed run, and through which Airflow connection.
+
+    Attributes:
+        on_failure: E-mail addresses told when a run of the project's DAGs fails (one e-mail per failed run).
+        smtp_conn_id: The Airflow connection of the SMTP server (``AIRFLOW_CONN_SMTP_DEFAULT``).
+        from_email: Sender address; default: the connection's ``from_email`` extra.
+    """
+
+    on_failure: list[str] = Field(default_factory=list)
+    smtp_conn_id: str = "smtp_default"
+    from_email: str | None = None
+
+    @field_validator("on_failure")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return value
+
+
 class ScheduleConfig(_Strict):
     """When the weekly cycle runs.
 
@@ -383,6 +405,7 @@ class ProjectConfig(_Strict):
     concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -509,6 +532,65 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "<config>") 
         raise ConfigError(f"{source} is invalid:\n{_format_errors(error)}") from None
     root = _resolve_local_root(config.data.root_uri, base_dir)
     return config.model_copy(update={"data": config.data.model_copy(update={"root_uri": root})})
+
+
+class ProjectSnapshot(BaseModel):
+    """A project file resolved once for a run (environment variables, relative paths): every task of the run
+    uses this snapshot, so a run never mixes two versions of the file, whichever machine a task runs on.
+
+    Attributes:
+        config: The resolved project.
+        source: The file it was read from.
+        sha256: Hash of the resolved configuration (recorded with the cycle).
+        resolved_at: When it was read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config: ProjectConfig
+    source: str
+    sha256: str
+    resolved_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-safe form (what goes to XCom)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def snapshot_project(path: str | Path) -> ProjectSnapshot:
+    """Resolve a project file now, for one run.
+
+    Raises:
+        ConfigError: The file is missing or invalid.
+    """
+    import hashlib
+    import json
+
+    config = load_config(path)
+    text = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return ProjectSnapshot(
+        config=config,
+        source=str(path),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        resolved_at=datetime.now(UTC).replace(microsecond=0),
+    )
+
+
+def project_from_json(raw: str | dict[str, Any], source: str = "<resolved project>") -> ProjectConfig:
+    """A project that was already resolved (a snapshot's, a trainer's ``RETRAINER_CONFIG_JSON``), validated
+    again but not resolved again: its values are used as they are.
+
+    Raises:
+        ConfigError: It is not a valid project.
+    """
+    import json
+
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return ProjectConfig.model_validate(data)
+    except ValueError as error:
+        details = _format_errors(error) if isinstance(error, ValidationError) else f"  {error}"
+        raise ConfigError(f"{source} is invalid:\n{details}") from None
 
 
 def load_config(path: str | Path) -> ProjectConfig:

@@ -19,9 +19,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrainer.config import ProjectConfig, TrainingBackend
+
+if TYPE_CHECKING:
+    from retrainer.steps.candidate import TrainingResult
+    from retrainer.tracking import Tracking
 
 CONFIG_ENV = "RETRAINER_CONFIG_JSON"
 BACKEND_ENV = "RETRAINER_LAUNCH_BACKEND"
@@ -30,19 +34,15 @@ IMAGE_ID_ENV = "RETRAINER_LAUNCH_IMAGE_ID"
 # Where a container writes its result; a Kubernetes pod writes it where the XCom sidecar reads it.
 CONTAINER_RESULT_PATH = "/tmp/retrainer-result.json"
 POD_RESULT_PATH = "/airflow/xcom/return.json"
-# Settings the trainer needs to reach MLflow and S3, passed through from the worker when set there.
+# S3 settings the trainer needs, passed through from the worker when set there. MLflow's come from the
+# task's Tracking (the mlflow_default connection), never from the worker's environment.
 PASSTHROUGH_ENV = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_S3_ENDPOINT_URL",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
 )
 SECRET_ENV = (
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -92,21 +92,32 @@ class TrainerLaunch:
         }
 
     @classmethod
-    def from_xcom(cls, value: dict[str, Any], environ: dict[str, str] | None = None) -> TrainerLaunch:
-        """The launch planned by another task, with the credentials of this process's environment."""
+    def from_xcom(
+        cls, value: dict[str, Any], tracking: Tracking | None = None, environ: dict[str, str] | None = None
+    ) -> TrainerLaunch:
+        """The launch planned by another task, with the credentials of the task that starts the trainer.
+
+        Args:
+            value: What ``to_xcom`` returned.
+            tracking: The MLflow server of the starting task; its credentials go to the trainer privately.
+            environ: Where S3 credentials come from (default: this process's environment); ``{}`` for none.
+        """
+        secrets = trainer_secrets(environ)
+        if tracking is not None:
+            secrets |= tracking.credentials()
         return cls(
             command=list(value["command"]),
             environment=dict(value["environment"]),
-            secrets=trainer_secrets(environ),
+            secrets=secrets,
             window=list(value.get("window", [])),
             cycle_id=str(value.get("cycle_id", "")),
         )
 
     def project(self) -> ProjectConfig:
         """The resolved project the trainer receives."""
-        from retrainer.config import parse_config
+        from retrainer.config import project_from_json
 
-        return parse_config(json.loads(self.environment[CONFIG_ENV]), Path.cwd(), source=CONFIG_ENV)
+        return project_from_json(self.environment[CONFIG_ENV], source=CONFIG_ENV)
 
 
 def trainer_command(
@@ -127,13 +138,14 @@ def trainer_command(
 
 
 def trainer_environment(
-    config: ProjectConfig, environ: dict[str, str] | None = None
+    config: ProjectConfig, tracking: Tracking, environ: dict[str, str] | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The trainer's environment: the resolved project, provenance, and MLflow/S3 settings of the worker.
+    """The trainer's environment: the resolved project, provenance, the MLflow server and the worker's S3 settings.
 
     Args:
-        config: The project, as the scheduler resolved it (environment variables and relative paths).
-        environ: The worker's environment (default: this process's).
+        config: The project, as the run resolved it (environment variables and relative paths).
+        tracking: The MLflow server the trainer logs the candidate to.
+        environ: The worker's environment for S3 settings (default: this process's).
 
     Returns:
         ``(environment, secrets)``: variables safe to show, and credentials to pass privately.
@@ -144,21 +156,23 @@ def trainer_environment(
         CONFIG_ENV: json.dumps(config.model_dump(mode="json", by_alias=True), separators=(",", ":")),
         BACKEND_ENV: training.backend.value,
         "PYTHONUNBUFFERED": "1",
+        **tracking.environment(),
     }
     if training.backend is not TrainingBackend.LOCAL:
         environment[IMAGE_ENV] = training.image
     environment.update({name: environ[name] for name in PASSTHROUGH_ENV if environ.get(name)})
-    return environment, trainer_secrets(environ)
+    return environment, trainer_secrets(environ) | tracking.credentials()
 
 
 def trainer_secrets(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Credentials of the worker the trainer needs (MLflow, S3): passed privately, never logged or stored."""
+    """S3 credentials of the worker the trainer needs: passed privately, never logged or stored."""
     environ = dict(os.environ if environ is None else environ)
     return {name: environ[name] for name in SECRET_ENV if environ.get(name)}
 
 
 def plan(
     config: ProjectConfig,
+    tracking: Tracking,
     cutoff: str,
     cycle_id: str,
     *,
@@ -172,6 +186,7 @@ def plan(
 
     Args:
         config: The project.
+        tracking: The MLflow server the trainer logs to.
         cutoff: The cycle's cutoff (ISO time).
         cycle_id: Identifies the cycle in run names and tags.
         trigger: Why the cycle runs, recorded on the candidate run.
@@ -187,17 +202,17 @@ def plan(
         NothingToTrainError: ``require_new_data`` is an empty list.
         CatalogError: No accepted batch ended by the cutoff.
     """
-    from retrainer.steps import training_window
+    from retrainer.steps.candidate import training_window
 
     records = training_window(config, cutoff, window_batches, require_new_data)
-    environment, secrets = trainer_environment(config, environ)
+    environment, secrets = trainer_environment(config, tracking, environ)
     command = trainer_command(
         cutoff, cycle_id, trigger=trigger, window_batches=window_batches, max_train_rows=max_train_rows
     )
     return TrainerLaunch(command, environment, secrets, [r.batch_id for r in records], cycle_id)
 
 
-def close_abandoned_runs(config: ProjectConfig, cycle_id: str, reason: str) -> list[str]:
+def close_abandoned_runs(config: ProjectConfig, tracking: Tracking, cycle_id: str, reason: str) -> list[str]:
     """Mark the cycle's candidate runs that a dead trainer left RUNNING as KILLED, saying why.
 
     Such a run has no model, so it is never evaluated nor registered; closing it keeps the MLflow UI honest and
@@ -206,38 +221,36 @@ def close_abandoned_runs(config: ProjectConfig, cycle_id: str, reason: str) -> l
     Returns:
         The ids of the runs closed.
     """
-    from mlflow import MlflowClient
+    from retrainer.steps.common import TAG
 
-    from retrainer.steps import TAG
-
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(config.name)
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`{TAG}kind` = 'candidate' and tags.`{TAG}cycle_id` = '{cycle_id}' "
-            "and attributes.status = 'RUNNING'"
-        ),
-    )
-    for run in runs:
-        client.set_tag(run.info.run_id, f"{TAG}failure", reason[:5000])
-        client.set_terminated(run.info.run_id, status="KILLED")
+    with tracking.active():
+        client = tracking.client()
+        experiment = client.get_experiment_by_name(config.name)
+        if experiment is None:
+            return []
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{TAG}kind` = 'candidate' and tags.`{TAG}cycle_id` = '{cycle_id}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, f"{TAG}failure", reason[:5000])
+            client.set_terminated(run.info.run_id, status="KILLED")
     return [run.info.run_id for run in runs]
 
 
-def record_image_id(run_id: str, image_id: str) -> None:
+def record_image_id(tracking: Tracking, run_id: str, image_id: str) -> None:
     """Tag a candidate run with the image digest its launcher learnt after the start (a pod's, from the kubelet).
 
     The trainer tags its run with what it was told at start; a Kubernetes pod is told only the image reference,
     since the cluster resolves the digest as it pulls. ``promote`` copies the tag to the model version.
     """
-    from mlflow import MlflowClient
+    from retrainer.steps.common import TAG
 
-    from retrainer.steps import TAG
-
-    MlflowClient().set_tag(run_id, f"{TAG}trainer_image_id", image_id)
+    with tracking.active():
+        tracking.client().set_tag(run_id, f"{TAG}trainer_image_id", image_id)
 
 
 def provenance(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -250,8 +263,8 @@ def provenance(environ: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def read_result(text: str | bytes | dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """The trainer's result, checked: a mapping with the candidate's ``run_id``.
+def read_result(text: str | bytes | dict[str, Any] | None, where: str) -> TrainingResult:
+    """The trainer's result, checked: the candidate's run id, window and metrics.
 
     Args:
         text: The result file's content (or the mapping a backend already decoded).
@@ -268,7 +281,14 @@ def read_result(text: str | bytes | dict[str, Any] | None, where: str) -> dict[s
         raise TrainerFailedError(f"the trainer's result in {where} is not JSON: {error}", 0, []) from None
     if not isinstance(result, dict) or not result.get("run_id"):
         raise TrainerFailedError(f"the trainer's result in {where} has no run_id: {str(result)[:200]}", 0, [])
-    return result
+    from pydantic import ValidationError
+
+    from retrainer.steps.candidate import TrainingResult
+
+    try:
+        return TrainingResult.model_validate(result)
+    except ValidationError as error:
+        raise TrainerFailedError(f"the trainer's result in {where} is incomplete: {error}", 0, []) from None
 
 
 def failure_message(
@@ -302,7 +322,8 @@ def run_local(
     timeout_s: float,
     log_line: Callable[[str], None] = lambda line: None,
     python: str = sys.executable,
-) -> dict[str, Any]:
+    on_start: Callable[[subprocess.Popen[str]], None] = lambda process: None,
+) -> TrainingResult:
     """Run the trainer as a subprocess of this worker (the ``local`` backend) and return its result.
 
     Args:
@@ -310,6 +331,7 @@ def run_local(
         timeout_s: Kill the trainer after this many seconds.
         log_line: Receives each line the trainer prints, as it prints it.
         python: The interpreter whose ``retrainer`` package runs the trainer.
+        on_start: Receives the trainer's process as soon as it runs (so that a caller can kill it).
 
     Raises:
         TrainerFailedError: The trainer exited non-zero, timed out or left no result.
@@ -317,7 +339,11 @@ def run_local(
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with tempfile.TemporaryDirectory(prefix="retrainer-train-") as folder:
         result_path = Path(folder) / "result.json"
-        env = {**os.environ, **launch.environment, **launch.secrets}
+        # MLflow settings come from the launch only, never from what the worker's environment happens to hold.
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_REGISTRY"))
+        }
+        env = {**inherited, **launch.environment, **launch.secrets}
         process = subprocess.Popen(
             [python, "-m", "retrainer", *launch.command_with_result(str(result_path))],
             env=env,
@@ -326,6 +352,7 @@ def run_local(
             text=True,
             bufsize=1,
         )
+        on_start(process)
         timer = threading.Timer(timeout_s, process.kill)
         timer.start()
         try:

@@ -14,6 +14,16 @@ import pytest
 
 from retrainer import training
 from retrainer.config import ProjectConfig, parse_config
+from retrainer.tracking import Tracking
+
+MLFLOW_URL = "http://127.0.0.1:5000"
+
+
+@pytest.fixture(autouse=True)
+def mlflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operators' MLflow server: the ``mlflow_default`` connection only, as on a worker."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", f'{{"conn_type": "http", "host": "{MLFLOW_URL}"}}')
 
 
 def _project(synth: SimpleNamespace, tmp_path: Path, **section: Any) -> ProjectConfig:
@@ -29,7 +39,7 @@ def trainer_operator(project: ProjectConfig, launch: dict[str, Any]) -> Any:
 
 
 def _launch(project: ProjectConfig) -> dict[str, Any]:
-    environment, _ = training.trainer_environment(project, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    environment, _ = training.trainer_environment(project, Tracking(MLFLOW_URL), {})
     command = training.trainer_command("2024-02-05T03:00:00+00:00", "c1", trigger="scheduled")
     return training.TrainerLaunch(command, environment, {}, ["2024-01-29"], "c1").to_xcom()
 
@@ -120,6 +130,7 @@ def test_the_kubernetes_pod_spec(synth: SimpleNamespace, tmp_path: Path, monkeyp
     env = {e.name: e.value for e in trainer.env}
     assert training.TrainerLaunch([], env).project() == project
     assert env[training.BACKEND_ENV] == "kubernetes"
+    assert env["MLFLOW_TRACKING_URI"] == MLFLOW_URL  # the planning task's connection, not the worker's env
     assert "never-in-a-pod-spec" not in str(pod.to_dict())
     assert trainer.env_from[0].secret_ref.name == "retrainer-credentials"
     [volume] = [v for v in spec.volumes if v.name == "data"]  # besides the XCom sidecar's
@@ -160,7 +171,15 @@ def _pod_ends(
 
     def pod_ended(self: Any, context: Any) -> dict[str, Any]:  # KubernetesPodOperator, once the pod has ended
         self.cleanup(pod, remote, context=context)
-        return {"run_id": "run-1", "train_rows": 10}
+        return {
+            "run_id": "run-1",
+            "model_uri": "models:/m-1",
+            "window": ["2024-01-29"],
+            "holdout_start": "2024-02-01T00:00:00+00:00",
+            "train_rows": 10,
+            "holdout_rows": 2,
+            "train_metrics": {"rmse": 1.0},
+        }
 
     monkeypatch.setattr(KubernetesPodOperator, "execute", pod_ended)
     return pod, manager
@@ -188,7 +207,9 @@ def test_a_failed_trainer_pod_says_why_with_its_last_lines(
     operator = trainer_operator(project, _launch(project))
     pod, manager = _pod_ends(operator, monkeypatch, exit_code, reason)
     closed: list[str] = []
-    monkeypatch.setattr(training, "close_abandoned_runs", lambda project, cycle_id, why: closed.append(why) or [])
+    monkeypatch.setattr(
+        training, "close_abandoned_runs", lambda project, tracking, cycle_id, why: closed.append(why) or []
+    )
     with pytest.raises(AirflowException) as error:
         operator.execute({})
     message = str(error.value)
@@ -207,9 +228,13 @@ def test_a_trainer_pod_records_the_image_digest_the_kubelet_pulled(
     operator = trainer_operator(project, _launch(project))
     _, manager = _pod_ends(operator, monkeypatch, 0)
     recorded: list[tuple[str, str]] = []
-    monkeypatch.setattr(training, "record_image_id", lambda run_id, image_id: recorded.append((run_id, image_id)))
+    monkeypatch.setattr(
+        training,
+        "record_image_id",
+        lambda tracking, run_id, image_id: recorded.append((tracking.uri, run_id, image_id)),
+    )
     assert operator.execute({})["run_id"] == "run-1"
-    assert recorded == [("run-1", "registry.example/trainer@sha256:0123")]
+    assert recorded == [(MLFLOW_URL, "run-1", "registry.example/trainer@sha256:0123")]
     manager.read_pod_logs.assert_not_called()
     manager.delete_pod.assert_called_once()  # a pod that succeeded is deleted
 

@@ -87,11 +87,14 @@ def test_alerts_from_events_reads_inbox_and_rest_payloads() -> None:
     inbox_event = {"from_trigger": True, "payload": {"alert": {"source": "inbox-mon"}, "via": "inbox"}}
     rest_event = {"from_rest_api": True, "source": "grafana", "reason": "psi 0.4"}
     broken = {"from_rest_api": True, "kind": "nonsense"}
-    inbox, rest, invalid = alerts.alerts_from_events([inbox_event, rest_event, broken])
-    assert inbox["source"] == "inbox-mon" and inbox["via"] == "inbox"
-    assert rest["source"] == "grafana" and rest["via"] == "rest_api" and "psi 0.4" in rest["summary"]
-    assert invalid["via"] == "rest_api" and "kind" in invalid["invalid"]
-    json.dumps([inbox, rest, invalid])  # travels through XCom
+    landing_event = {"from_trigger": True, "payload": {"ids": ["2013-06-24"], "zone": "landing"}}
+    inbox, rest, invalid = alerts.alerts_from_events([inbox_event, rest_event, broken, landing_event])
+    assert inbox.source == "inbox-mon" and inbox.via == "inbox"
+    assert rest.source == "grafana" and rest.via == "rest_api" and "psi 0.4" in rest.summary
+    assert invalid.via == "rest_api" and "kind" in invalid.invalid
+    # A landing watcher's event (the monitor's schedule) is not an alert, not even an invalid one.
+    assert alerts.alerts_from_events([landing_event]) == []
+    json.dumps([a.model_dump(mode="json") for a in (inbox, rest, invalid)])  # travels through XCom
 
 
 def test_inbox_trigger_yields_the_alert_and_skips_invalid_files(tmp_path: Path) -> None:
@@ -126,21 +129,35 @@ def test_gate_suppresses_alert_retrains_within_the_cooldown(synth, tmp_path: Pat
 
     project = synth.make_project(tmp_path / "gate", "gate")
     config = project.config  # default cooldown: 60 minutes
-    alert = [{"source": "mon", "summary": "external alert from mon"}]
+    alert = [alerts.ReceivedAlert(source="mon", via="rest_api", summary="external alert from mon")]
+    trained = steps.CycleParts(training=_training("r0"))
     first = steps.gate_alerts(config, alert, "alert-1")
-    assert first["decision"] == "triggered"
+    assert first.decision == "triggered"
     # A scheduled retrain does not start the cooldown; an alert-triggered one does.
-    steps.record_cycle(config, "weekly", trigger="scheduled", training={"run_id": "r0"})
-    assert steps.gate_alerts(config, alert, "alert-2")["decision"] == "triggered"
-    steps.record_cycle(config, "alert-1", trigger="drift_alert", training={"run_id": "r1"})
+    steps.record_cycle(config, "weekly", trained, trigger="scheduled", cutoff="")
+    assert steps.gate_alerts(config, alert, "alert-2").decision == "triggered"
+    steps.record_cycle(config, "alert-1", trained, trigger="drift_alert", cutoff="")
     second = steps.gate_alerts(config, alert, "alert-3")
-    assert second["decision"] == "suppressed" and "cooldown" in second["reason"]
+    assert second.decision == "suppressed" and "cooldown" in second.reason
     later = datetime.now(UTC) + timedelta(minutes=61)
-    assert steps.gate_alerts(config, alert, "alert-4", now=later)["decision"] == "triggered"
+    assert steps.gate_alerts(config, alert, "alert-4", now=later).decision == "triggered"
     # Every alert's outcome is on record.
-    records = storage.list_files(storage.join(project.catalog.reports, "alerts"), "*.json")
+    folder = storage.join(project.catalog.reports, "alerts")
+    records = [uri for uri in storage.list_files(folder, "*.json") if not uri.endswith("last_retrain.json")]
     assert len(records) == 4
     assert json.loads(storage.read_bytes(records[2]))["decision"] == "suppressed"
+    # The gate reads one pointer, not the cycle records: the cooldown holds with the records gone.
+    for uri in storage.list_files(storage.join(project.catalog.reports, "cycles"), "*.json"):
+        storage.delete(uri)
+    assert steps.gate_alerts(config, alert, "alert-5").decision == "suppressed"
+
+
+def _training(run_id: str) -> object:
+    from retrainer import steps
+
+    return steps.TrainingResult(
+        run_id=run_id, model_uri="m", window=[], holdout_start="", train_rows=1, holdout_rows=1, train_metrics={}
+    )
 
 
 @pytest.mark.parametrize("store", ["local", "s3"])
@@ -164,19 +181,21 @@ def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path,
 
 
 def test_alert_from_drift_only_when_the_rule_fired() -> None:
-    computed = {
-        "status": "computed",
-        "drift_detected": True,
-        "share_drifted": 0.6,
-        "summary": "drift detected: 9/14 columns drifted",
-        "reference_version": "3",
-        "report_uris": ["/r/drift_report.json", "/r/drift_report.html"],
-    }
+    from retrainer.steps import DriftOutcome
+
+    computed = DriftOutcome(
+        status="computed",
+        drift_detected=True,
+        share_drifted=0.6,
+        summary="drift detected: 9/14 columns drifted",
+        reference_version="3",
+        report_uris=["/r/drift_report.json", "/r/drift_report.html"],
+    )
     alert = alerts.alert_from_drift(computed, ["2013-01-28"])
     assert alert.kind is alerts.AlertKind.DATA_DRIFT and alert.source == "drift-monitor"
     assert alert.report_uri == "/r/drift_report.html" and alert.drift["share_drifted"] == 0.6
-    assert alerts.alert_from_drift({**computed, "drift_detected": False}, ["x"]) is None
-    assert alerts.alert_from_drift({"status": "no_champion", "summary": "-"}, ["x"]) is None
+    assert alerts.alert_from_drift(computed.model_copy(update={"drift_detected": False}), ["x"]) is None
+    assert alerts.alert_from_drift(DriftOutcome(status="no_champion", summary="-"), ["x"]) is None
 
 
 def test_a_monitor_event_with_two_alerts_reads_as_two() -> None:
@@ -184,7 +203,7 @@ def test_a_monitor_event_with_two_alerts_reads_as_two() -> None:
     concept = alerts.DriftAlert(kind="concept_drift", source="drift-monitor", reason="rmse +9%")
     extra = {"alerts": [data.model_dump(mode="json"), concept.model_dump(mode="json")], "via": "drift-monitor"}
     read = alerts.alerts_from_events([extra])
-    assert [(a["kind"], a["via"]) for a in read] == [
+    assert [(a.kind, a.via) for a in read] == [
         ("data_drift", "drift-monitor"),
         ("concept_drift", "drift-monitor"),
     ]

@@ -16,10 +16,16 @@ import pytest
 
 from retrainer import alerts, steps, storage
 from retrainer.catalog import BatchStatus, CatalogError
+from retrainer.tracking import Tracking
 
 pytestmark = pytest.mark.usefixtures("module_mlflow")
 
 ROWS = 1000
+
+
+def _concept(config: Any) -> dict[str, Any]:
+    """The concept-drift step's result in its JSON form (as the monitor's next task gets it)."""
+    return steps.concept_drift(config, Tracking.from_env()).to_json()
 
 
 def _unlabelled(synth: SimpleNamespace, week: int) -> tuple[Any, Any]:
@@ -36,8 +42,11 @@ def project(synth: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
     project = synth.make_project(tmp_path_factory.mktemp("concept"), "concept")
     project.land_and_accept(range(3), rows=ROWS)
     cutoff = synth.cutoff_after(2)
-    training = steps.train(project.config, cutoff, "cycle-1")
-    steps.promote(project.config, training["run_id"], steps.evaluate(project.config, training["run_id"]))
+    tracking = Tracking.from_env()
+    training = steps.train(project.config, tracking, cutoff, "cycle-1")
+    steps.promote(
+        project.config, tracking, training.run_id, steps.evaluate(project.config, tracking, training.run_id)
+    )
     catalog = project.catalog
     for week in (3, 4):
         frame, _ = _unlabelled(synth, week)
@@ -52,17 +61,17 @@ def test_labels_as_expected_are_checked_and_raise_no_alert(project: Any, synth: 
     batch = synth.batch_id(3)
     _, labels = _unlabelled(synth, 3)
     project.catalog.land_labels(batch, labels)
-    result = steps.concept_drift(project.config)
+    result = _concept(project.config)
     assert result["registered"] == [batch]
     [check] = result["checks"]
     assert check["rows"] == ROWS and check["champion_version"] == "1"
     assert abs(check["degradation"]) < project.config.concept_drift.max_degradation, check["note"]
     assert check["degraded"] is False and result["drift_detected"] is False
-    assert alerts.alert_from_concept(result) is None
+    assert alerts.alert_from_concept(steps.ConceptDriftResult.model_validate(result)) is None
     report = json.loads(storage.read_bytes(check["report_uri"]))
     assert report["labels"]["sha256"] == project.catalog.get(batch).labels["sha256"]
     # Checked once: the same labels do not count again.
-    assert steps.concept_drift(project.config)["checks"] == []
+    assert _concept(project.config)["checks"] == []
 
 
 def test_late_labels_fill_the_batch_for_training(project: Any, synth: SimpleNamespace) -> None:
@@ -73,8 +82,8 @@ def test_late_labels_fill_the_batch_for_training(project: Any, synth: SimpleName
     assert loaded["y"].notna().all()
     assert catalog.load([record], with_labels=False)["y"].isna().all()  # the batch itself never changes
     # A cycle now trains on week 3's rows.
-    training = steps.train(project.config, synth.cutoff_after(3), "cycle-2", window_batches=4)
-    assert synth.batch_id(3) in training["window"]
+    training = steps.train(project.config, Tracking.from_env(), synth.cutoff_after(3), "cycle-2", window_batches=4)
+    assert synth.batch_id(3) in training.window
 
 
 def test_a_changed_world_raises_a_concept_drift_alert(project: Any, synth: SimpleNamespace) -> None:
@@ -82,11 +91,11 @@ def test_a_changed_world_raises_a_concept_drift_alert(project: Any, synth: Simpl
     _, labels = _unlabelled(synth, 4)
     labels["y"] = labels["y"] + 3.0  # the same inputs now mean a different outcome
     project.catalog.land_labels(batch, labels)
-    result = steps.concept_drift(project.config)
+    result = _concept(project.config)
     [check] = result["checks"]
     assert check["degraded"] is True and check["degradation"] > 0.05, check["note"]
     assert result["summary"].startswith("CONCEPT DRIFT")
-    alert = alerts.alert_from_concept(result)
+    alert = alerts.alert_from_concept(steps.ConceptDriftResult.model_validate(result))
     assert alert is not None and alert.kind is alerts.AlertKind.CONCEPT_DRIFT
     assert alert.batch_ids == [batch] and alert.drift["degradation"] == check["degradation"]
     assert alert.report_uri == check["report_uri"]
@@ -128,7 +137,7 @@ def test_unusable_labels_are_rejected_with_the_reason_and_kept(
 ) -> None:
     catalog = fresh.catalog
     catalog.land_labels(synth.batch_id(week), labels(synth))
-    result = steps.concept_drift(fresh.config)
+    result = _concept(fresh.config)
     [(name, error)] = result["rejected"]
     assert named in error and named in result["summary"]
     rejected = Path(catalog.labels) / "rejected" / name
@@ -143,7 +152,7 @@ def test_labels_wait_for_their_batch_and_nothing_is_judged_without_a_champion(
     catalog = fresh.catalog
     catalog.land_labels(synth.batch_id(5), synth.week(5, 20)[["y"]])  # its batch has not landed yet
     catalog.land_labels(synth.batch_id(0), _unlabelled(synth, 0)[1])
-    result = steps.concept_drift(fresh.config)
+    result = _concept(fresh.config)
     assert result["waiting"] == [synth.batch_id(5)]
     [check] = result["checks"]
     assert check["degraded"] is False and "no champion" in check["note"]
@@ -170,7 +179,7 @@ def test_labels_are_matched_on_the_schema_id_when_there_is_one(synth: SimpleName
     catalog.accept(synth.batch_id(0), {"success": True})
     shuffled = labels.sample(frac=1.0, random_state=1).head(600)  # any order, not every row
     catalog.land_labels(synth.batch_id(0), shuffled)
-    [record] = catalog.register_labels()["registered"]
+    [record] = catalog.register_labels().registered
     assert record.labels["labelled"] == 600
     loaded = catalog.load([record]).set_index("rid")
     assert loaded.loc[shuffled["rid"], "y"].tolist() == shuffled["y"].tolist()

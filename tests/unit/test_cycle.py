@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -17,33 +17,14 @@ import yaml
 from retrainer import steps, storage
 from retrainer.catalog import BatchStatus
 from retrainer.config import load_config
+from retrainer.tracking import Tracking
 
 REPO = Path(__file__).resolve().parents[2]
 
-SUITE = {
-    "name": "synthetic_sales",
-    "expectations": [
-        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["ts", "region", "x1", "x2", "y"]}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "y"}},
-        {
-            "type": "expect_column_values_to_be_between",
-            "kwargs": {"column": "x1", "min_value": -20, "max_value": 20},
-        },
-        {
-            "type": "expect_column_values_to_be_in_set",
-            "kwargs": {"column": "region", "value_set": ["north", "south", "east", "west"]},
-        },
-    ],
-    "meta": {},
-}
-
 
 @pytest.fixture(scope="module")
-def gx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gx") / "great_expectations"
-    shutil.copytree(REPO / "great_expectations", root, ignore=shutil.ignore_patterns("uncommitted"))
-    (root / "expectations" / "synthetic_sales.json").write_text(json.dumps(SUITE))
-    return root
+def gx_root(tmp_path_factory: pytest.TempPathFactory, synth) -> Path:
+    return synth.context_with_suite(tmp_path_factory.mktemp("gx"), "synthetic_sales")
 
 
 @pytest.fixture(scope="module")
@@ -63,23 +44,32 @@ def cycles(tmp_path_factory: pytest.TempPathFactory, gx_root: Path, module_mlflo
     project.land([3], rows=400, x1_shift=4.0)  # the world changed
     records = {}
     for week in range(4):
-        records[week] = steps.run_cycle(
-            project.config, synth.cutoff_after(week), trigger="scheduled", context_root=gx_root
+        record = steps.run_cycle(
+            project.config, _tracking(), synth.cutoff_after(week), trigger="scheduled", context_root=gx_root
         )
+        records[week] = record.to_json()  # as written to reports/cycles/
     return {"project": project, "records": records}
 
 
+def _tracking() -> Tracking:
+    return Tracking.from_env()
+
+
 def _client():
-    from mlflow import MlflowClient
-
-    return MlflowClient()
+    return _tracking().client()
 
 
-def test_first_cycle_validates_trains_and_promotes(cycles: dict) -> None:
+def test_first_cycle_validates_trains_and_promotes(cycles: dict, gx_root: Path) -> None:
     record = cycles["records"][0]
     assert record.get("error") is None
     assert record["validation"]["accepted"] == [record["ingest"]["pending"][0]]
     assert "passed 4/4" in next(iter(record["validation"]["summaries"].values()))
+    # The Great Expectations context is only read: the result and its Data Docs page are in the data root.
+    assert not (gx_root / "uncommitted").exists()
+    page = Path(urlparse(record["validation"]["data_docs"]).path)
+    assert page.is_file() and page.suffix == ".html"
+    assert page.is_relative_to(Path(cycles["project"].config.data.root_uri) / "reports" / "gx" / "data_docs")
+    assert (page.parents[3] / "static").is_dir() or any(page.parents[4].glob("static"))
     assert record["drift"]["status"] == "no_champion"
     assert record["decision"]["verdict"] == "promoted" and record["decision"]["version"] == "1"
     version = _client().get_model_version(cycles["project"].config.model_name, "1")
@@ -104,7 +94,7 @@ def test_corrupted_batch_is_quarantined_and_the_cycle_stops(cycles: dict) -> Non
     record, project = cycles["records"][2], cycles["project"]
     batch = record["ingest"]["pending"][0]
     assert "quarantined" in record["error"] and "expect_column_values_to_be_between(x1)" in record["error"]
-    assert "training" not in record and "decision" not in record
+    assert record["training"] is None and record["decision"] is None
     assert record["batches"] == {batch: "quarantined"}
     catalog = project.catalog
     assert catalog.get(batch).status is BatchStatus.QUARANTINED
@@ -127,20 +117,26 @@ def test_drifted_week_is_flagged_and_never_trained_on_quarantined_data(cycles: d
 
 def test_cycle_table_has_a_row_per_cycle(cycles: dict) -> None:
     rows = steps.cycle_table(cycles["project"].config)
-    assert [r["validation"] for r in rows] == ["accepted", "accepted", "quarantined", "accepted"]
-    assert rows[0]["decision"] == "promoted v1"
-    assert rows[2]["decision"].startswith("stopped: quarantined")
+    assert [r.validation for r in rows] == ["accepted", "accepted", "quarantined", "accepted"]
+    assert rows[0].decision == "promoted v1"
+    assert rows[2].decision.startswith("stopped: quarantined")
 
 
 def test_no_new_data_is_not_retrained_unless_forced(cycles: dict, gx_root: Path, synth) -> None:
     config = cycles["project"].config
-    idle = steps.run_cycle(config, synth.cutoff_after(3), cycle_id="idle", context_root=gx_root)
-    assert "no new accepted batch" in idle["error"]
+    idle = steps.run_cycle(config, _tracking(), synth.cutoff_after(3), cycle_id="idle", context_root=gx_root)
+    assert "no new accepted batch" in idle.error
     forced = steps.run_cycle(
-        config, synth.cutoff_after(3), cycle_id="forced", force=True, dry_run=True, context_root=gx_root
+        config,
+        _tracking(),
+        synth.cutoff_after(3),
+        cycle_id="forced",
+        force=True,
+        dry_run=True,
+        context_root=gx_root,
     )
-    assert forced.get("error") is None
-    assert forced["decision"]["dry_run"] is True and forced["decision"]["version"] is None
+    assert forced.error is None
+    assert forced.decision.dry_run is True and forced.decision.version is None
 
 
 def test_a_retried_promote_reuses_the_version_it_registered(cycles: dict) -> None:
@@ -148,9 +144,10 @@ def test_a_retried_promote_reuses_the_version_it_registered(cycles: dict) -> Non
     client = _client()
     before = client.search_model_versions(f"name='{config.model_name}'")
     champion_before = client.get_model_version_by_alias(config.model_name, "champion").version
-    again = steps.promote(config, record["training"]["run_id"], record["evaluation"])
-    assert again["version"] == record["decision"]["version"]
-    assert again["verdict"] == record["decision"]["verdict"]
+    evaluation = steps.Evaluation.model_validate(record["evaluation"])
+    again = steps.promote(config, _tracking(), record["training"]["run_id"], evaluation)
+    assert again.version == record["decision"]["version"]
+    assert again.verdict.value == record["decision"]["verdict"]
     assert len(client.search_model_versions(f"name='{config.model_name}'")) == len(before)
     assert client.get_model_version_by_alias(config.model_name, "champion").version == champion_before
 
@@ -161,11 +158,11 @@ def test_a_batch_validated_outside_a_cycle_still_counts_as_new_data(cycles: dict
     project.land([4], rows=400)
     batch = synth.batch_id(4)
     cutoff = synth.cutoff_after(4)
-    ingested = steps.ingest(project.config, cutoff)
-    assert steps.validate(project.config, ingested["pending"], context_root=gx_root)["accepted"] == [batch]
-    assert steps.untrained_batches(project.config, cutoff) == [batch]
-    record = steps.run_cycle(project.config, cutoff, cycle_id="after-monitor", context_root=gx_root)
-    assert record.get("error") is None, record["error"]
-    assert record["validation"]["accepted"] == []  # nothing left to validate ...
-    assert batch in record["training"]["window"]  # ... but the week is trained on
-    assert steps.untrained_batches(project.config, cutoff) == []
+    ingested = steps.ingest(project.config, _tracking(), cutoff)
+    assert steps.validate(project.config, ingested.pending, context_root=gx_root).accepted == [batch]
+    assert steps.untrained_batches(project.config, _tracking(), cutoff) == [batch]
+    record = steps.run_cycle(project.config, _tracking(), cutoff, cycle_id="after-monitor", context_root=gx_root)
+    assert record.error is None, record.error
+    assert record.validation.accepted == []  # nothing left to validate ...
+    assert batch in record.training.window  # ... but the week is trained on
+    assert steps.untrained_batches(project.config, _tracking(), cutoff) == []

@@ -19,16 +19,20 @@ import pytest
 from retrainer import steps, storage
 from retrainer.catalog import BatchStatus, CatalogError
 from retrainer.config import parse_config
+from retrainer.tracking import Tracking
 
 pytestmark = pytest.mark.usefixtures("module_mlflow")
 
 TAG = steps.TAG
 
 
-def _client() -> Any:
-    from mlflow import MlflowClient
+def _tracking() -> Tracking:
+    """The store the fixtures set up (steps are handed it explicitly)."""
+    return Tracking.from_env()
 
-    return MlflowClient()
+
+def _client() -> Any:
+    return _tracking().client()
 
 
 def _champion(name: str) -> str:
@@ -41,10 +45,13 @@ def _version_tags(name: str, version: str) -> dict[str, str]:
 
 def _cycle(config: Any, cutoff: Any, cycle_id: str, **train_options: Any) -> SimpleNamespace:
     """Train, evaluate and promote one candidate, like the DAG does."""
-    training = steps.train(config, cutoff, cycle_id, **train_options)
-    evaluation = steps.evaluate(config, training["run_id"])
-    decision = steps.promote(config, training["run_id"], evaluation)
-    return SimpleNamespace(training=training, evaluation=evaluation, decision=decision)
+    training = steps.train(config, _tracking(), cutoff, cycle_id, **train_options)
+    evaluation = steps.evaluate(config, _tracking(), training.run_id)
+    decision = steps.promote(config, _tracking(), training.run_id, evaluation)
+    # The JSON forms, as the DAG's tasks hand them on through XCom.
+    return SimpleNamespace(
+        training=training.to_json(), evaluation=evaluation.to_json(), decision=decision.to_json()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +64,12 @@ def lifecycle(
     cutoff = synth.cutoff_after(2)
     first = _cycle(project.config, cutoff, "cycle-1", trigger="schedule")
     tiny = _cycle(project.config, cutoff, "cycle-2", max_train_rows=20)
-    dry_training = steps.train(project.config, cutoff, "cycle-3")
-    dry_evaluation = steps.evaluate(project.config, dry_training["run_id"])
-    dry_decision = steps.promote(project.config, dry_training["run_id"], dry_evaluation, dry_run=True)
-    dry = SimpleNamespace(training=dry_training, evaluation=dry_evaluation, decision=dry_decision)
+    dry_training = steps.train(project.config, _tracking(), cutoff, "cycle-3")
+    dry_evaluation = steps.evaluate(project.config, _tracking(), dry_training.run_id)
+    dry_decision = steps.promote(project.config, _tracking(), dry_training.run_id, dry_evaluation, dry_run=True)
+    dry = SimpleNamespace(
+        training=dry_training.to_json(), evaluation=dry_evaluation.to_json(), decision=dry_decision.to_json()
+    )
     return SimpleNamespace(
         project=project, config=project.config, ids=ids, cutoff=cutoff, first=first, tiny=tiny, dry=dry
     )
@@ -80,10 +89,9 @@ def test_first_model_is_promoted_and_gets_the_champion_alias(lifecycle: SimpleNa
 
 
 def test_a_fresh_tracking_store_has_no_champion(mlflow_tracking: str, lifecycle: SimpleNamespace) -> None:
-    import mlflow
-
-    assert mlflow.get_tracking_uri() == mlflow_tracking
-    assert steps.champion_version(lifecycle.config) is None  # the module's store is not visible here
+    assert Tracking.from_env().uri == mlflow_tracking
+    client = Tracking(mlflow_tracking).client()
+    assert steps.champion_version(client, lifecycle.config) is None  # the module's store is not visible here
 
 
 def test_candidate_trained_on_a_tiny_sample_is_rejected_and_tagged_with_the_reason(
@@ -203,69 +211,85 @@ def test_champion_loads_from_the_registry_and_predicts(lifecycle: SimpleNamespac
 
     from retrainer import modeling
 
-    model = steps.load_model("models:/lifecycle@champion")
+    with _tracking().active():
+        model = steps.load_model("models:/lifecycle@champion")
     features, _ = modeling.prepare(synth.week(5, 30), lifecycle.config)
     assert np.isfinite(model.predict(features)).all()
 
 
 def test_rollback_of_a_first_champion_raises(lifecycle: SimpleNamespace) -> None:
     with pytest.raises(RuntimeError, match="replaced no earlier champion"):
-        steps.rollback(lifecycle.config)
+        steps.rollback(lifecycle.config, _tracking())
     assert _champion("lifecycle") == "1"
 
 
 def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
     config, first, dry = lifecycle.config, lifecycle.first, lifecycle.dry
     cutoff = lifecycle.cutoff.isoformat()
+    ingested = {"registered": lifecycle.ids, "quarantined": [], "pending": lifecycle.ids, "champion_version": None}
     steps.record_cycle(
         config,
         "cycle-1",
+        steps.CycleParts.model_validate(
+            {
+                "ingest": ingested,
+                "training": first.training,
+                "evaluation": first.evaluation,
+                "decision": first.decision,
+            }
+        ),
         trigger="schedule",
         cutoff=cutoff,
-        ingest={"registered": lifecycle.ids, "quarantined": [], "pending": lifecycle.ids},
-        training=first.training,
-        evaluation=first.evaluation,
-        decision=first.decision,
     )
+    nothing = {"registered": [], "quarantined": [], "pending": ["not-a-batch"], "champion_version": None}
     stopped = steps.record_cycle(
         config,
         "cycle-2",
+        steps.CycleParts.model_validate({"ingest": nothing}),
         trigger="schedule",
         cutoff="2099-01-01T03:00:00+00:00",
-        ingest={"registered": [], "quarantined": [], "pending": ["not-a-batch"]},
         error="no new accepted batch in this cycle (use force to retrain anyway)",
     )
-    steps.record_cycle(config, "cycle/3 dry", cutoff=cutoff, evaluation=dry.evaluation, decision=dry.decision)
+    dry_parts = steps.CycleParts.model_validate({"evaluation": dry.evaluation, "decision": dry.decision})
+    steps.record_cycle(config, "cycle/3 dry", dry_parts, trigger="manual", cutoff=cutoff)
 
-    assert stopped["batches"] == {"not-a-batch": "unknown"}
+    assert stopped.batches == {"not-a-batch": "unknown"}
     files = storage.list_files(storage.join(lifecycle.project.catalog.reports, "cycles"), "*.json")
     assert [storage.basename(f) for f in files] == ["cycle-1.json", "cycle-2.json", "cycle_3_dry.json"]
-    rows = {row["cycle"]: row for row in steps.cycle_table(config)}
-    assert [row["cycle"] for row in steps.cycle_table(config)] == ["cycle-1", "cycle/3 dry", "cycle-2"]
-    assert rows["cycle-1"]["week"] == ", ".join(lifecycle.ids)
-    assert rows["cycle-1"]["validation"] == "accepted"
-    assert rows["cycle-1"]["decision"] == "promoted v1"
-    assert rows["cycle-1"]["candidate"] == pytest.approx(first.evaluation["candidate"])
-    assert rows["cycle-1"]["champion"] is None
-    assert rows["cycle-2"]["decision"].startswith("stopped: no new accepted batch")
-    assert rows["cycle-2"]["validation"] == "unknown"
-    assert rows["cycle/3 dry"]["decision"] == f"dry run: {dry.decision['verdict']}"
-    assert rows["cycle/3 dry"]["week"] == "-"
-    json.dumps(steps.cycle_table(config), allow_nan=False)
+    rows = {row.cycle: row for row in steps.cycle_table(config)}
+    assert [row.cycle for row in steps.cycle_table(config)] == ["cycle-1", "cycle/3 dry", "cycle-2"]
+    assert rows["cycle-1"].week == ", ".join(lifecycle.ids)
+    assert rows["cycle-1"].validation == "accepted"
+    assert rows["cycle-1"].decision == "promoted v1"
+    assert rows["cycle-1"].candidate == pytest.approx(first.evaluation["candidate"])
+    assert rows["cycle-1"].champion is None
+    assert rows["cycle-2"].decision.startswith("stopped: no new accepted batch")
+    assert rows["cycle-2"].validation == "unknown"
+    assert rows["cycle/3 dry"].decision == f"dry run: {dry.decision['verdict']}"
+    assert rows["cycle/3 dry"].week == "-"
+    json.dumps([row.model_dump(mode="json") for row in steps.cycle_table(config)], allow_nan=False)
     # A drift-alert run validated nothing itself: its row names the alert's batches and drift share.
-    alert = {"kind": "data_drift", "batch_ids": [lifecycle.ids[-1]], "drift": {"share_drifted": 0.64}}
+    alert = {
+        "via": "drift-monitor",
+        "summary": "data_drift alert",
+        "kind": "data_drift",
+        "batch_ids": [lifecycle.ids[-1]],
+        "drift": {"share_drifted": 0.64},
+    }
+    empty = {"registered": [], "quarantined": [], "pending": [], "champion_version": "1"}
     steps.record_cycle(
         config,
         "alert-1",
+        steps.CycleParts.model_validate(
+            {"ingest": empty, "evaluation": first.evaluation, "decision": first.decision}
+        ),
         trigger="drift_alert",
         cutoff="2099-01-02T00:00:00+00:00",
-        ingest={"registered": [], "quarantined": [], "pending": [], "alerts": [alert]},
-        evaluation=first.evaluation,
-        decision=first.decision,
+        alerts=[alert],
     )
     row = steps.cycle_table(config)[-1]
-    assert (row["trigger"], row["week"], row["validation"]) == ("drift_alert", lifecycle.ids[-1], "accepted")
-    assert row["drift_share"] == 0.64
+    assert (row.trigger, row.week, row.validation) == ("drift_alert", lifecycle.ids[-1], "accepted")
+    assert row.drift_share == 0.64
 
 
 # -- races and rollbacks ------------------------------------------------------------------------------------
@@ -275,13 +299,13 @@ def test_promote_refuses_when_the_champion_moved_since_evaluation(
     project = synthetic_project("moved")
     project.land_and_accept(range(2))
     cutoff = synth.cutoff_after(1)
-    a = steps.train(project.config, cutoff, "a")
-    b = steps.train(project.config, cutoff, "b", max_train_rows=60)
-    evaluation_a = steps.evaluate(project.config, a["run_id"])
-    evaluation_b = steps.evaluate(project.config, b["run_id"])  # also sees no champion
-    steps.promote(project.config, a["run_id"], evaluation_a)
+    a = steps.train(project.config, _tracking(), cutoff, "a")
+    b = steps.train(project.config, _tracking(), cutoff, "b", max_train_rows=60)
+    evaluation_a = steps.evaluate(project.config, _tracking(), a.run_id)
+    evaluation_b = steps.evaluate(project.config, _tracking(), b.run_id)  # also sees no champion
+    steps.promote(project.config, _tracking(), a.run_id, evaluation_a)
     with pytest.raises(RuntimeError, match=r"champion moved from vNone to v1 during the cycle"):
-        steps.promote(project.config, b["run_id"], evaluation_b)
+        steps.promote(project.config, _tracking(), b.run_id, evaluation_b)
     assert [str(v.version) for v in _client().search_model_versions("name='moved'")] == ["1"]
 
 
@@ -296,9 +320,9 @@ def test_rollback_moves_the_champion_back_and_tags_both_versions(
     assert weak.decision["verdict"] == strong.decision["verdict"] == "promoted"
     assert _champion("rollback") == "2"
 
-    result = steps.rollback(project.config, reason="bad predictions in production")
+    result = steps.rollback(project.config, _tracking(), reason="bad predictions in production")
 
-    assert result == {
+    assert result.to_json() == {
         "model": "rollback",
         "from_version": "2",
         "to_version": "1",
@@ -311,16 +335,16 @@ def test_rollback_moves_the_champion_back_and_tags_both_versions(
     assert restored[f"{TAG}restored_at"] == rolled_back[f"{TAG}rolled_back_at"]
     assert restored[f"{TAG}decision"] == "promoted"  # its original decision is kept
     with pytest.raises(RuntimeError, match="replaced no earlier champion"):
-        steps.rollback(project.config)  # v1 was the first champion
-    steps.rollback(project.config, to_version="2", reason="false alarm")
+        steps.rollback(project.config, _tracking())  # v1 was the first champion
+    steps.rollback(project.config, _tracking(), to_version="2", reason="false alarm")
     assert _champion("rollback") == "2"
 
 
 def test_rollback_without_any_champion_raises(synthetic_project: Callable[..., Any]) -> None:
     project = synthetic_project("never_trained")
-    assert steps.champion_version(project.config) is None
+    assert steps.champion_version(_client(), project.config) is None
     with pytest.raises(RuntimeError, match="never_trained has no champion to roll back"):
-        steps.rollback(project.config)
+        steps.rollback(project.config, _tracking())
 
 
 # -- train preconditions ------------------------------------------------------------------------------------
@@ -330,7 +354,7 @@ def test_train_with_no_new_data_raises_nothing_to_train(
     project = synthetic_project()
     project.land_and_accept(range(2))
     with pytest.raises(steps.NothingToTrainError, match="no new accepted batch"):
-        steps.train(project.config, synth.cutoff_after(1), "c", require_new_data=[])
+        steps.train(project.config, _tracking(), synth.cutoff_after(1), "c", require_new_data=[])
 
 
 def test_train_without_accepted_batches_raises_catalog_error(
@@ -340,13 +364,13 @@ def test_train_without_accepted_batches_raises_catalog_error(
     project.land(range(2))  # landed, never validated
     project.catalog.register_new()
     with pytest.raises(CatalogError, match="no accepted batch ended by"):
-        steps.train(project.config, synth.cutoff_after(1), "c")
+        steps.train(project.config, _tracking(), synth.cutoff_after(1), "c")
 
 
 def test_train_uses_only_the_requested_window(lifecycle: SimpleNamespace) -> None:
-    training = steps.train(lifecycle.config, lifecycle.cutoff, "window-1", window_batches=1)
-    assert training["window"] == lifecycle.ids[-1:]
-    assert training["train_rows"] + training["holdout_rows"] == 200
+    training = steps.train(lifecycle.config, _tracking(), lifecycle.cutoff, "window-1", window_batches=1)
+    assert training.window == lifecycle.ids[-1:]
+    assert training.train_rows + training.holdout_rows == 200
 
 
 def test_ingest_registers_new_batches_and_lists_pending_ones(
@@ -355,12 +379,12 @@ def test_ingest_registers_new_batches_and_lists_pending_ones(
     project = synthetic_project()
     ids = project.land(range(3), rows=30)
     storage.write_bytes(storage.join(project.catalog.landing, "broken.parquet"), b"not parquet")
-    result = steps.ingest(project.config, synth.cutoff_after(1).isoformat())
-    assert sorted(result["registered"]) == sorted([*ids, "broken"])
-    assert result["quarantined"] == ["broken"]
-    assert result["pending"] == ids[:2]
+    result = steps.ingest(project.config, _tracking(), synth.cutoff_after(1).isoformat())
+    assert sorted(result.registered) == sorted([*ids, "broken"])
+    assert result.quarantined == ["broken"]
+    assert result.pending == ids[:2]
     assert project.catalog.get("broken").status is BatchStatus.QUARANTINED
-    assert steps.ingest(project.config, synth.cutoff_after(2))["registered"] == []
+    assert steps.ingest(project.config, _tracking(), synth.cutoff_after(2)).registered == []
 
 
 # -- the platform is generic: a classifier through the same steps -------------------------------------------
@@ -390,7 +414,8 @@ def test_xgboost_project_trains_promotes_and_its_model_loads_back(
     assert cycle.decision["verdict"] == "promoted"
     run = _client().get_run(cycle.training["run_id"])
     assert run.data.params["estimator"] == "xgboost.XGBRegressor"
-    model = steps.load_model("models:/boosted@champion")
+    with _tracking().active():
+        model = steps.load_model("models:/boosted@champion")
     features, target = modeling.prepare(synth.week(2, 50), project.config)
     metrics = modeling.compute_metrics(target, model.predict(features), project.config.task)
     assert np.isfinite(metrics["rmse"]) and metrics["r2"] > 0.8
@@ -410,9 +435,9 @@ def test_evaluate_explains_a_primary_metric_that_cannot_be_computed(
         catalog.land(synth.batch_id(week), frame)
         catalog.register_new()
         catalog.accept(synth.batch_id(week), {"success": True})
-    training = steps.train(project.config, synth.cutoff_after(2), "c1")
+    training = steps.train(project.config, _tracking(), synth.cutoff_after(2), "c1")
     with pytest.raises(ModelingError, match="roc_auc"):
-        steps.evaluate(project.config, training["run_id"])
+        steps.evaluate(project.config, _tracking(), training.run_id)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -494,13 +519,10 @@ def test_cli_report_on_an_empty_project(synthetic_project: Callable[..., Any]) -
 
 
 def test_cli_report_lists_recorded_cycles(lifecycle: SimpleNamespace) -> None:
-    steps.record_cycle(
-        lifecycle.config,
-        "cli-cycle",
-        cutoff="2100-01-01T00:00:00+00:00",
-        evaluation=lifecycle.tiny.evaluation,
-        decision=lifecycle.tiny.decision,
+    parts = steps.CycleParts.model_validate(
+        {"evaluation": lifecycle.tiny.evaluation, "decision": lifecycle.tiny.decision}
     )
+    steps.record_cycle(lifecycle.config, "cli-cycle", parts, trigger="manual", cutoff="2100-01-01T00:00:00+00:00")
     result = _invoke("report", "--config", str(lifecycle.project.path), "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(_ANSI.sub("", result.stdout))
@@ -525,10 +547,10 @@ def test_unlabelled_newest_rows_are_neither_trained_on_nor_held_out(
     project.catalog.land(synth.batch_id(1), late)
     project.catalog.register_new()
     project.catalog.accept(synth.batch_id(1), {"success": True})
-    result = steps.train(project.config, synth.cutoff_after(1), "late")
-    evaluation = steps.evaluate(project.config, result["run_id"])
-    assert result["train_rows"] + result["holdout_rows"] == 200
-    assert evaluation["holdout_rows"] == result["holdout_rows"]
+    result = steps.train(project.config, _tracking(), synth.cutoff_after(1), "late")
+    evaluation = steps.evaluate(project.config, _tracking(), result.run_id)
+    assert result.train_rows + result.holdout_rows == 200
+    assert evaluation.holdout_rows == result.holdout_rows
 
 
 def test_a_batch_changed_after_landing_is_quarantined_not_stuck(synth: SimpleNamespace, tmp_path: Path) -> None:
@@ -543,35 +565,36 @@ def test_a_batch_changed_after_landing_is_quarantined_not_stuck(synth: SimpleNam
     assert record.status is BatchStatus.QUARANTINED
     report = json.loads(storage.read_bytes(storage.join(project.catalog.quarantine, batch, "validation.json")))
     assert report["content_changed_since_landing"] is True
-    assert steps.ingest(project.config, synth.cutoff_after(0))["pending"] == []  # the next cycle is not blocked
+    assert steps.ingest(project.config, _tracking(), synth.cutoff_after(0)).pending == []  # not blocked
 
 
 def test_an_unreadable_file_on_arrival_stops_the_cycle(synth: SimpleNamespace, tmp_path: Path) -> None:
     project = synth.make_project(tmp_path / "garbage", "garbage")
     project.land([0])
     storage.write_bytes(storage.join(project.catalog.landing, "broken.parquet"), b"not parquet")
-    ingested = steps.ingest(project.config, synth.cutoff_after(0))
-    assert ingested["quarantined"] == ["broken"]
-    with pytest.raises(steps.BatchRejectedError, match="broken"):
-        steps.validate(project.config, [], quarantined_on_arrival=ingested["quarantined"])
+    ingested = steps.ingest(project.config, _tracking(), synth.cutoff_after(0))
+    assert ingested.quarantined == ["broken"]
+    with pytest.raises(steps.BatchRejectedError, match="broken") as rejected:
+        steps.validate(project.config, [], quarantined_on_arrival=ingested.quarantined)
+    assert rejected.value.batch_ids == ["broken"]
 
 
 def test_evaluate_refuses_a_champion_trained_on_the_holdout(synth: SimpleNamespace, tmp_path: Path) -> None:
     project = synth.make_project(tmp_path / "backfill", "backfill")
     project.land_and_accept(range(3))
     _cycle(project.config, synth.cutoff_after(2), "newest-first")  # the champion saw weeks 0-2
-    old = steps.train(project.config, synth.cutoff_after(1), "backfill-of-week-1")
+    old = steps.train(project.config, _tracking(), synth.cutoff_after(1), "backfill-of-week-1")
     with pytest.raises(ValueError, match="would not be fair"):
-        steps.evaluate(project.config, old["run_id"])
+        steps.evaluate(project.config, _tracking(), old.run_id)
 
 
 def test_evaluate_refuses_a_run_that_is_not_a_candidate(lifecycle: SimpleNamespace) -> None:
     import mlflow
 
-    with mlflow.start_run() as other:
+    with _tracking().active(), mlflow.start_run() as other:
         pass
     with pytest.raises(ValueError, match="not a candidate run"):
-        steps.evaluate(lifecycle.project.config, other.info.run_id)
+        steps.evaluate(lifecycle.project.config, _tracking(), other.info.run_id)
 
 
 def test_signature_comes_from_the_schema_and_requirements_load_the_model(lifecycle: SimpleNamespace) -> None:

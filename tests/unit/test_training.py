@@ -14,6 +14,9 @@ import pytest
 from retrainer import steps, training
 from retrainer.catalog import CatalogError
 from retrainer.config import ConfigError, ProjectConfig, TrainingBackend, parse_config, parse_memory
+from retrainer.tracking import Tracking
+
+TRACKING = Tracking("http://mlflow.invalid:5000")  # for plans that never reach MLflow
 
 
 def _config(synth: SimpleNamespace, tmp_path: Path, **training_section: Any) -> ProjectConfig:
@@ -76,9 +79,11 @@ def test_the_plan_runs_retrainer_train_with_the_resolved_project(
     project = synthetic_project()
     project.land_and_accept(range(4))
     cutoff = synth.cutoff_after(3).isoformat()
-    environ = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HOME": "/root"}
+    # The worker's own MLFLOW_TRACKING_URI is not what the trainer gets: the task's Tracking (its connection) is.
+    environ = {"MLFLOW_TRACKING_URI": "http://stale:1", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HOME": "/root"}
+    tracking = Tracking("http://mlflow:5000", "trainer", "pw")
     launch = training.plan(
-        project.config, cutoff, "cycle_1", trigger="drift_alert", max_train_rows=500, environ=environ
+        project.config, tracking, cutoff, "cycle_1", trigger="drift_alert", max_train_rows=500, environ=environ
     )
     assert launch.command == [
         *("train", "--cutoff", cutoff, "--cycle-id", "cycle_1"),
@@ -90,10 +95,16 @@ def test_the_plan_runs_retrainer_train_with_the_resolved_project(
     assert launch.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "HOME" not in launch.environment
     # Credentials travel privately: never in the XCom (the metadata database) nor in the shown environment.
-    assert launch.secrets == {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
-    assert "s3cr3t" not in json.dumps(launch.to_xcom())
-    restored = training.TrainerLaunch.from_xcom(launch.to_xcom(), environ=environ)
+    assert launch.secrets == {
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "MLFLOW_TRACKING_USERNAME": "trainer",
+        "MLFLOW_TRACKING_PASSWORD": "pw",
+    }
+    assert "s3cr3t" not in json.dumps(launch.to_xcom()) and "pw" not in json.dumps(launch.to_xcom()["command"])
+    restored = training.TrainerLaunch.from_xcom(launch.to_xcom(), tracking, environ=environ)
     assert restored == launch
+    # A pod's launch carries no worker credentials at all (they come from a Kubernetes Secret).
+    assert training.TrainerLaunch.from_xcom(launch.to_xcom(), environ={}).secrets == {}
     assert launch.command_with_result("/tmp/r.json")[-2:] == ["--result-file", "/tmp/r.json"]
 
 
@@ -102,19 +113,33 @@ def test_the_plan_refuses_before_any_trainer_starts(
 ) -> None:
     project = synthetic_project()
     with pytest.raises(CatalogError, match="no accepted batch ended by"):
-        training.plan(project.config, synth.cutoff_after(3).isoformat(), "c", trigger="manual")
+        training.plan(project.config, TRACKING, synth.cutoff_after(3).isoformat(), "c", trigger="manual")
     project.land_and_accept(range(4))
     with pytest.raises(steps.NothingToTrainError, match="no new accepted batch"):
         training.plan(
-            project.config, synth.cutoff_after(3).isoformat(), "c", trigger="manual", require_new_data=[]
+            project.config, TRACKING, synth.cutoff_after(3).isoformat(), "c", trigger="manual", require_new_data=[]
         )
 
 
 # -- results and failures -----------------------------------------------------------------------------------
 def test_a_result_without_a_run_id_is_an_error() -> None:
-    assert training.read_result('{"run_id": "abc"}', "f")["run_id"] == "abc"
-    assert training.read_result({"run_id": "abc"}, "f")["run_id"] == "abc"
-    for text, message in ((None, "wrote no result to f"), ("{oops", "not JSON"), ('{"x": 1}', "has no run_id")):
+    result = {
+        "run_id": "abc",
+        "model_uri": "models:/m-1",
+        "window": ["w1"],
+        "holdout_start": "2024-01-01T00:00:00+00:00",
+        "train_rows": 10,
+        "holdout_rows": 2,
+        "train_metrics": {"rmse": 1.0},
+    }
+    assert training.read_result(json.dumps(result), "f").run_id == "abc"
+    assert training.read_result(result, "f").window == ["w1"]
+    for text, message in (
+        (None, "wrote no result to f"),
+        ("{oops", "not JSON"),
+        ('{"x": 1}', "has no run_id"),
+        ('{"run_id": "abc"}', "incomplete"),
+    ):
         with pytest.raises(training.TrainerFailedError, match=message):
             training.read_result(text, "f")
 
@@ -133,32 +158,38 @@ def test_the_failure_message_says_out_of_memory_and_shows_the_last_lines() -> No
 
 @pytest.fixture
 def trainable(
-    synthetic_project: Callable[..., Any], synth: SimpleNamespace, mlflow_tracking: str
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace, tracking: Tracking
 ) -> SimpleNamespace:
     project = synthetic_project()
     project.land_and_accept(range(4))
-    return SimpleNamespace(project=project, cutoff=synth.cutoff_after(3).isoformat())
+    return SimpleNamespace(project=project, cutoff=synth.cutoff_after(3).isoformat(), tracking=tracking)
 
 
 def test_the_local_backend_trains_in_a_subprocess_and_records_where(trainable: SimpleNamespace) -> None:
     import mlflow
 
-    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_local", trigger="scheduled")
+    launch = training.plan(
+        trainable.project.config, trainable.tracking, trainable.cutoff, "cycle_local", trigger="scheduled"
+    )
     lines: list[str] = []
-    result = training.run_local(launch, timeout_s=300, log_line=lines.append)
+    started: list[Any] = []
+    result = training.run_local(launch, timeout_s=300, log_line=lines.append, on_start=started.append)
     assert lines, "the trainer's output goes to the task log"
-    run = mlflow.get_run(result["run_id"])
+    assert started and started[0].returncode == 0  # the operator's on_kill gets the process
+    run = mlflow.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["retrainer.training_backend"] == "local"
     assert run.data.tags["retrainer.trigger"] == "scheduled"
     assert run.data.tags["retrainer.cycle_id"] == "cycle_local"
-    assert result["window"] == launch.window
+    assert result.window == launch.window
 
 
 def test_a_failing_trainer_reports_its_exit_code_and_last_lines(
     trainable: SimpleNamespace, synth: SimpleNamespace, tmp_path: Path
 ) -> None:
-    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_bad", trigger="manual")
+    launch = training.plan(
+        trainable.project.config, trainable.tracking, trainable.cutoff, "cycle_bad", trigger="manual"
+    )
     broken = launch.project().model_dump(mode="json", by_alias=True)
     broken["estimator"] = {"class": "sklearn.linear_model.NoSuchRegressor"}
     launch = training.TrainerLaunch(
@@ -172,7 +203,9 @@ def test_a_failing_trainer_reports_its_exit_code_and_last_lines(
 
 
 def test_a_trainer_past_its_timeout_is_killed(trainable: SimpleNamespace) -> None:
-    launch = training.plan(trainable.project.config, trainable.cutoff, "cycle_slow", trigger="manual")
+    launch = training.plan(
+        trainable.project.config, trainable.tracking, trainable.cutoff, "cycle_slow", trigger="manual"
+    )
     with pytest.raises(training.TrainerFailedError, match="timeout") as failed:
         training.run_local(launch, timeout_s=0.5)
     assert failed.value.exit_code == -9
@@ -191,15 +224,15 @@ def test_a_killed_trainers_run_is_closed_and_its_batches_stay_new(trainable: Sim
     )
     mlflow.end_run(status="RUNNING")
     assert mlflow.get_run(run.info.run_id).info.status == "RUNNING"
-    assert steps.untrained_batches(config, trainable.cutoff) == window
+    assert steps.untrained_batches(config, trainable.tracking, trainable.cutoff) == window
 
-    closed = training.close_abandoned_runs(config, "c9", "killed for memory")
+    closed = training.close_abandoned_runs(config, trainable.tracking, "c9", "killed for memory")
     assert closed == [run.info.run_id]
     killed = mlflow.get_run(run.info.run_id)
     assert killed.info.status == "KILLED"
     assert killed.data.tags["retrainer.failure"] == "killed for memory"
-    assert training.close_abandoned_runs(config, "other_cycle", "x") == []
-    assert steps.untrained_batches(config, trainable.cutoff) == window
+    assert training.close_abandoned_runs(config, trainable.tracking, "other_cycle", "x") == []
+    assert steps.untrained_batches(config, trainable.tracking, trainable.cutoff) == window
 
 
 def test_an_image_digest_learnt_after_the_start_is_recorded_on_the_run(trainable: SimpleNamespace) -> None:
@@ -208,7 +241,7 @@ def test_an_image_digest_learnt_after_the_start_is_recorded_on_the_run(trainable
     mlflow.set_experiment(trainable.project.config.name)
     with mlflow.start_run() as run:
         mlflow.set_tag("retrainer.trainer_image_id", "registry.example/trainer:7")  # what the pod was told
-    training.record_image_id(run.info.run_id, "registry.example/trainer@sha256:0123")
+    training.record_image_id(trainable.tracking, run.info.run_id, "registry.example/trainer@sha256:0123")
     assert mlflow.get_run(run.info.run_id).data.tags["retrainer.trainer_image_id"].endswith("@sha256:0123")
 
 

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.hook import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from retrainer.tracking import Tracking
+
 
 class MlflowHook(BaseHook):
-    """Points MLflow at the tracking server named by an Airflow connection.
+    """The MLflow tracking server named by an Airflow connection, as a :class:`retrainer.tracking.Tracking`.
 
     The connection (conn type ``http``) gives the server URL in ``host`` (with scheme), optionally ``port``,
-    and basic-auth credentials in ``login``/``password``. Define it in the UI or as the environment variable
-    ``AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "http", "host": "http://mlflow:5000"}'``. Without the
-    connection, ``MLFLOW_TRACKING_URI`` from the environment is used.
+    and basic-auth credentials in ``login``/``password`` (or a bearer token in the extra ``token``). Define it
+    in the UI or as ``AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "http", "host": "http://mlflow:5000"}'``.
+    Without the connection, ``MLFLOW_TRACKING_URI`` of the worker's environment is used. The hook changes no
+    process state: steps get the ``Tracking`` explicitly.
 
     Args:
         mlflow_conn_id: The Airflow connection id.
@@ -32,18 +38,20 @@ class MlflowHook(BaseHook):
         self.mlflow_conn_id = mlflow_conn_id
 
     @cached_property
-    def tracking_uri(self) -> str:
-        """The tracking server URI, from the connection or ``MLFLOW_TRACKING_URI``."""
+    def tracking(self) -> Tracking:
+        """The server and its credentials, from the connection or ``MLFLOW_TRACKING_URI``."""
+        from retrainer.tracking import Tracking, TrackingError
+
         try:
             conn = self.get_connection(self.mlflow_conn_id)
         except AirflowNotFoundException:
-            uri = os.environ.get("MLFLOW_TRACKING_URI")
-            if not uri:
+            try:
+                return Tracking.from_env(os.environ)
+            except TrackingError:
                 raise ValueError(
                     f"no Airflow connection {self.mlflow_conn_id!r} and no MLFLOW_TRACKING_URI: "
                     "cannot tell where the MLflow server is"
                 ) from None
-            return uri
         host = (conn.host or "").rstrip("/")
         if not host:
             raise ValueError(f"Airflow connection {self.mlflow_conn_id!r} has no host (the MLflow server URL)")
@@ -51,12 +59,13 @@ class MlflowHook(BaseHook):
             host = f"{conn.schema or 'http'}://{host}"
         if conn.port:
             host = f"{host}:{conn.port}"
-        if conn.login:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = conn.login
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = conn.password or ""
-        return host
+        token = (conn.extra_dejson or {}).get("token")
+        return Tracking(host, conn.login or None, conn.password or None, token or None)
 
-    def configure(self) -> str:
-        """Make this process's MLflow client use the server (the task runs in its own process)."""
-        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
-        return self.tracking_uri
+    def get_tracking(self) -> Tracking:
+        """The server, for the platform's steps."""
+        return self.tracking
+
+    def get_conn(self) -> MlflowClient:
+        """A client of the server's tracking store and registry (use it inside ``get_tracking().active()``)."""
+        return self.tracking.client()

@@ -56,18 +56,19 @@ def _local_root(project: ProjectConfig) -> str | None:
     return None if "://" in root else root
 
 
-def trainer_failed(log: logging.Logger, launch: Any, message: str) -> AirflowException:
+def trainer_failed(log: logging.Logger, launch: Any, tracking: Any, message: str) -> AirflowException:
     """The task's error for a trainer that died, once the candidate run it left unfinished is closed as KILLED.
 
     Args:
         log: The task's logger.
         launch: The ``TrainerLaunch`` that failed.
+        tracking: The MLflow server (``retrainer.tracking.Tracking``) the trainer logged to.
         message: Why it failed (exit code, last lines), also recorded on the closed run.
     """
     from retrainer.training import close_abandoned_runs
 
     try:
-        closed = close_abandoned_runs(launch.project(), launch.cycle_id, message)
+        closed = close_abandoned_runs(launch.project(), tracking, launch.cycle_id, message)
         if closed:
             log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
     except Exception as error:  # the trainer's failure matters more than this clean-up

@@ -85,6 +85,7 @@ class TrainerDockerOperator(DockerOperator):
     - **Result**: the trainer writes it to a file in the container, read back before the container is removed.
     - **Provenance**: the image reference and id are passed to the trainer, which records them on the run (and
       promotion on the model version).
+    - **MLflow**: the server of the ``mlflow_conn_id`` connection; its credentials go in privately.
 
     Args:
         launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
@@ -95,7 +96,15 @@ class TrainerDockerOperator(DockerOperator):
     template_fields = (*DockerOperator.template_fields, "launch")
     ui_color = "#d6eaf8"
 
-    def __init__(self, *, launch: Any, training: TrainingConfig, data_root: str | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        launch: Any,
+        training: TrainingConfig,
+        data_root: str | None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
         from retrainer.training import CONTAINER_RESULT_PATH
 
         super().__init__(
@@ -114,6 +123,7 @@ class TrainerDockerOperator(DockerOperator):
         self.launch = launch
         self.training = training
         self.data_root = data_root
+        self.mlflow_conn_id = mlflow_conn_id
         # The result file is JSON, not a pickle (DockerOperator reads it with this library).
         self.pickling_library = json
 
@@ -124,8 +134,8 @@ class TrainerDockerOperator(DockerOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import CONTAINER_RESULT_PATH, IMAGE_ID_ENV, TrainerLaunch, read_result
 
-        MlflowHook().configure()
-        launch = TrainerLaunch.from_xcom(self.launch)
+        tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
+        launch = TrainerLaunch.from_xcom(self.launch, tracking)
         # The worker's settings, not those of the process that parsed the DAG.
         self.network_mode = os.environ.get(NETWORK_ENV, "host")
         try:
@@ -150,8 +160,8 @@ class TrainerDockerOperator(DockerOperator):
         try:
             output = super().execute(context)
         except DockerContainerFailedException as error:
-            raise self._failure(launch, list(error.logs or [])) from None
-        return read_result(output, f"{CONTAINER_RESULT_PATH} of the container")
+            raise self._failure(launch, tracking, list(error.logs or [])) from None
+        return read_result(output, f"{CONTAINER_RESULT_PATH} of the container").to_json()
 
     def _engine(self) -> Any:
         """The engine's client; an unreachable engine is an error that says which URL and what to do."""
@@ -184,7 +194,7 @@ class TrainerDockerOperator(DockerOperator):
         digests = details.get("RepoDigests") or []
         return digests[0] if digests else details["Id"]
 
-    def _failure(self, launch: Any, logs: list[Any]) -> AirflowException:
+    def _failure(self, launch: Any, tracking: Any, logs: list[Any]) -> AirflowException:
         """Why the container failed (exit code, out of memory), with its last lines."""
         from retrainer.training import failure_message
         from retrainer_provider.operators import trainer_failed
@@ -197,4 +207,4 @@ class TrainerDockerOperator(DockerOperator):
             oom_killed=bool(state.get("OOMKilled")),
             memory=self.training.memory,
         )
-        return trainer_failed(self.log, launch, message)
+        return trainer_failed(self.log, launch, tracking, message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -13,30 +14,52 @@ class TrainerSubprocessOperator(BaseOperator):
     """Runs ``python -m retrainer train ...`` on the worker, streaming its output into the task log.
 
     The fallback where no container engine is available: the same command as in a container, without the
-    isolation (no CPU or memory limits; ``execution_timeout`` still applies).
+    isolation (no CPU or memory limits; ``execution_timeout`` still applies). The trainer logs to the MLflow
+    server of the ``mlflow_conn_id`` connection.
 
     Args:
         launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
+        mlflow_conn_id: The MLflow server's Airflow connection.
     """
 
     template_fields = ("launch",)
     ui_color = "#e8f4e8"
 
-    def __init__(self, *, launch: Any, **kwargs: Any) -> None:
+    def __init__(self, *, launch: Any, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.launch = launch
+        self.mlflow_conn_id = mlflow_conn_id
+        self._process: subprocess.Popen[str] | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import TrainerFailedError, TrainerLaunch, run_local
         from retrainer_provider.operators import trainer_failed
 
-        MlflowHook().configure()
-        launch = TrainerLaunch.from_xcom(self.launch)
+        tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
+        launch = TrainerLaunch.from_xcom(self.launch, tracking)
         timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 24 * 3600.0
         self.log.info(
             "training on %s in a subprocess: retrainer %s", ", ".join(launch.window), " ".join(launch.command)
         )
         try:
-            return run_local(launch, timeout_s=timeout, log_line=lambda line: self.log.info("trainer | %s", line))
+            result = run_local(
+                launch,
+                timeout_s=timeout,
+                log_line=lambda line: self.log.info("trainer | %s", line),
+                on_start=self._started,
+            )
         except TrainerFailedError as error:
-            raise trainer_failed(self.log, launch, str(error)) from None
+            raise trainer_failed(self.log, launch, tracking, str(error)) from None
+        finally:
+            self._process = None
+        return result.to_json()
+
+    def _started(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    def on_kill(self) -> None:
+        """Stop the trainer when the task is killed (marked failed in the UI, timed out, the worker stopping)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            self.log.warning("killing the trainer (pid %d)", process.pid)
+            process.kill()

@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from retrainer.config import TrainingConfig
+from retrainer_provider.hooks.mlflow import MlflowHook
 
 
 class TrainerPodOperator(KubernetesPodOperator):
@@ -37,7 +38,14 @@ class TrainerPodOperator(KubernetesPodOperator):
     ui_color = "#fdebd0"
 
     def __init__(
-        self, *, launch: Any, training: TrainingConfig, data_root: str | None, pod_name: str, **kwargs: Any
+        self,
+        *,
+        launch: Any,
+        training: TrainingConfig,
+        data_root: str | None,
+        pod_name: str,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        **kwargs: Any,
     ) -> None:
         settings = training.kubernetes
         volumes, mounts = [], []
@@ -76,6 +84,7 @@ class TrainerPodOperator(KubernetesPodOperator):
         )
         self.launch = launch
         self.training = training
+        self.mlflow_conn_id = mlflow_conn_id
         self.trainer_ended: k8s.V1ContainerStateTerminated | None = None
         self.trainer_tail: list[str | bytes] = []
         self.trainer_image_id = ""
@@ -97,18 +106,21 @@ class TrainerPodOperator(KubernetesPodOperator):
         from retrainer.training import POD_RESULT_PATH, TrainerLaunch, read_result, record_image_id
         from retrainer_provider.operators import trainer_failed
 
+        # The pod logs to the server named in the launch (planned from the connection); its credentials come
+        # from training.kubernetes.env_from_secret. This task's own registry calls use the connection.
+        tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
         launch = TrainerLaunch.from_xcom(self.launch, environ={})
         try:
             output = super().execute(context)
         except AirflowException as error:
-            raise trainer_failed(self.log, launch, self._failure(error)) from None
+            raise trainer_failed(self.log, launch, tracking, self._failure(error)) from None
         result = read_result(output, f"{POD_RESULT_PATH} of the pod")
         if self.trainer_image_id:
             try:
-                record_image_id(result["run_id"], self.trainer_image_id)
+                record_image_id(tracking, result.run_id, self.trainer_image_id)
             except Exception as error:  # the model is trained; only its provenance is less precise
                 self.log.warning("could not record the image digest %s: %s", self.trainer_image_id, error)
-        return result
+        return result.to_json()
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """Note how the trainer container ended, and its last lines if it failed, before the pod is handled."""

@@ -1,0 +1,93 @@
+"""Evaluate: the candidate and the current champion, scored on the same held-out rows."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from retrainer.catalog import Catalog
+from retrainer.steps.common import TAG, StepResult, champion_version, load_model, parse_cutoff
+
+if TYPE_CHECKING:
+    from retrainer.config import ProjectConfig
+    from retrainer.tracking import Tracking
+
+
+class Evaluation(StepResult):
+    """Both models on the same held-out rows.
+
+    Attributes:
+        metric: The primary metric.
+        candidate: The candidate's score.
+        champion: The champion's score, None when there is no champion.
+        champion_version: The champion's version.
+        holdout_rows: How many rows both were scored on.
+        candidate_metrics: Every metric of the candidate.
+        champion_metrics: Every metric of the champion.
+    """
+
+    metric: str
+    candidate: float
+    champion: float | None
+    champion_version: str | None
+    holdout_rows: int
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None = None
+
+
+def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluation:
+    """Score the candidate of ``run_id`` and the current champion on the same held-out rows.
+
+    The held-out rows are rebuilt from the run's recorded window (hash-checked) and split point.
+
+    Raises:
+        ValueError: The run is not a candidate, or the champion trained on part of the held-out rows.
+        ModelingError: The metric cannot be computed on the held-out rows.
+    """
+    import mlflow
+
+    from retrainer import modeling
+
+    with tracking.active():
+        client = tracking.client()
+        tags = client.get_run(run_id).data.tags
+        if tags.get(f"{TAG}kind") != "candidate":
+            raise ValueError(f"MLflow run {run_id} is not a candidate run of the train step")
+        catalog = Catalog(config)
+        frame = catalog.load([catalog.get(b) for b in json.loads(tags[f"{TAG}window"])])
+        holdout_start = tags[f"{TAG}holdout_start"]
+        holdout = modeling.split_holdout(frame, config, holdout_start=holdout_start).holdout
+        candidate_metrics = modeling.score(load_model(tags[f"{TAG}model_uri"]), holdout, config)
+        champion = champion_version(client, config)
+        champion_metrics = None
+        if champion is not None:
+            trained_until = client.get_run(champion.run_id).data.tags.get(f"{TAG}holdout_start", "")
+            if trained_until and parse_cutoff(trained_until) > parse_cutoff(holdout_start):
+                # e.g. a backfill of an old week: the champion trained on part of these rows and would be favoured.
+                raise ValueError(
+                    f"champion v{champion.version} was trained on rows up to {trained_until}, after this cycle's "
+                    f"holdout starts ({holdout_start}): the comparison would not be fair; use a later cutoff"
+                )
+            champion_model = load_model(f"models:/{config.model_name}/{champion.version}")
+            champion_metrics = modeling.score(champion_model, holdout, config)
+        metric = config.metric.name
+        for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):
+            if scores is not None and metric not in scores:
+                raise modeling.ModelingError(
+                    f"{metric} of the {label} cannot be computed on the {len(holdout)} held-out rows "
+                    "(for roc_auc both classes must be present): widen the window or the holdout"
+                )
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
+            if champion_metrics is not None:
+                mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
+                mlflow.set_tag(f"{TAG}champion_version", str(champion.version))
+    return Evaluation(
+        metric=metric,
+        candidate=candidate_metrics[metric],
+        champion=None if champion_metrics is None else champion_metrics[metric],
+        champion_version=None if champion is None else str(champion.version),
+        holdout_rows=len(holdout),
+        candidate_metrics=candidate_metrics,
+        champion_metrics=champion_metrics,
+    )

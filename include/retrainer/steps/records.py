@@ -1,0 +1,226 @@
+"""Record: one cycle's outcome, whatever happened, and the cycle table built from those records."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrainer import storage
+from retrainer.alerts import ReceivedAlert
+from retrainer.catalog import Catalog, CatalogError
+from retrainer.steps.candidate import TrainingResult
+from retrainer.steps.common import StepResult, safe_id
+from retrainer.steps.data_drift import DriftOutcome
+from retrainer.steps.evaluation import Evaluation
+from retrainer.steps.gating import GateOutcome, last_alert_retrain_uri
+from retrainer.steps.ingestion import IngestResult
+from retrainer.steps.registry import DecisionRecord
+from retrainer.steps.validation import ValidationResult
+
+if TYPE_CHECKING:
+    from retrainer.config import ProjectConfig
+
+
+class CycleParts(BaseModel):
+    """What each step of a cycle returned (None for a step that did not run or failed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gate: GateOutcome | None = None
+    ingest: IngestResult | None = None
+    validation: ValidationResult | None = None
+    drift: DriftOutcome | None = None
+    planned: bool = False
+    training: TrainingResult | None = None
+    evaluation: Evaluation | None = None
+    decision: DecisionRecord | None = None
+
+
+class CycleRecord(StepResult):
+    """One cycle's outcome, written to ``reports/cycles/<cycle_id>.json``.
+
+    Attributes:
+        cycle_id: The cycle (the Airflow run id, made safe).
+        recorded_at: When it was recorded.
+        started_at: When the cycle started, if known (for its duration).
+        trigger: ``scheduled``, ``manual``, ``backfill`` or ``drift_alert``.
+        cutoff: The cycle's cutoff (ISO time).
+        alerts: The alerts that started it.
+        project_sha256: Hash of the project configuration the cycle ran with (its snapshot).
+        error: Why the cycle ended without a decision, if it did.
+        batches: Status of each batch the cycle looked at.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cycle_id: str
+    recorded_at: datetime
+    started_at: datetime | None = None
+    trigger: str = ""
+    cutoff: str = ""
+    alerts: list[ReceivedAlert] = Field(default_factory=list)
+    project_sha256: str | None = None
+    gate: GateOutcome | None = None
+    ingest: IngestResult | None = None
+    validation: ValidationResult | None = None
+    drift: DriftOutcome | None = None
+    training: TrainingResult | None = None
+    evaluation: Evaluation | None = None
+    decision: DecisionRecord | None = None
+    error: str | None = None
+    batches: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        """The cycle in a few words: ``promoted v3``, ``rejected v4``, ``stopped: ...``, ``suppressed: ...``."""
+        if self.decision is not None:
+            if self.decision.version:
+                return f"{self.decision.verdict.value} v{self.decision.version}"
+            return f"dry run: {self.decision.verdict.value}"
+        if self.gate is not None and self.gate.decision == "suppressed":
+            return "suppressed: cooldown"
+        if self.error:
+            return f"stopped: {self.error.split(':')[0]}"
+        return "not run"
+
+    @property
+    def outcome_kind(self) -> str:
+        """One word for metrics: promoted, rejected, dry_run, suppressed, stopped or not_run."""
+        if self.decision is not None:
+            return "dry_run" if self.decision.dry_run else self.decision.verdict.value
+        if self.gate is not None and self.gate.decision == "suppressed":
+            return "suppressed"
+        return "stopped" if self.error else "not_run"
+
+
+class CycleRow(BaseModel):
+    """One line of the cycle table (``retrainer report``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cycle: str
+    trigger: str
+    week: str
+    validation: str
+    drift_share: float | None
+    champion: float | None
+    candidate: float | None
+    decision: str
+    cutoff: str
+
+
+def error_of(parts: CycleParts, forced: bool) -> str | None:
+    """Why a cycle ended without a decision, read from which steps returned a result (see the task logs).
+
+    Args:
+        parts: What each step returned.
+        forced: Whether the cycle had to train (``force``, or an alert), so a missing plan is a failure.
+    """
+    if parts.gate is not None and parts.gate.decision == "suppressed":
+        return None
+    if parts.ingest is None:
+        return "ingest failed"
+    if parts.validation is None:
+        return "validation failed: a batch was quarantined or could not be validated, nothing trained"
+    if parts.training is None:
+        if not parts.planned and not forced:
+            return "no new accepted batch (or planning failed: see the plan_training task)"
+        return "training failed: see the train task's log"
+    if parts.evaluation is None:
+        return "evaluate failed"
+    if parts.decision is None:
+        return "promote failed"
+    return None
+
+
+def record_cycle(
+    config: ProjectConfig,
+    cycle_id: str,
+    parts: CycleParts,
+    *,
+    trigger: str,
+    cutoff: str,
+    alerts: list[ReceivedAlert] | None = None,
+    error: str | None = None,
+    started_at: datetime | None = None,
+    project_sha256: str | None = None,
+) -> CycleRecord:
+    """Write one cycle's outcome to ``reports/cycles/<cycle_id>.json`` (the source of the cycle table).
+
+    An alert-triggered cycle that trained also moves the pointer the cooldown gate reads.
+    """
+    catalog = Catalog(config)
+    batch_ids = [*parts.ingest.quarantined, *parts.ingest.pending] if parts.ingest else []
+    batches = {}
+    for batch_id in batch_ids:
+        try:
+            batches[batch_id] = catalog.get(batch_id).status.value
+        except CatalogError:
+            batches[batch_id] = "unknown"
+    record = CycleRecord(
+        cycle_id=cycle_id,
+        recorded_at=datetime.now(UTC).replace(microsecond=0),
+        started_at=started_at,
+        trigger=trigger,
+        cutoff=cutoff,
+        alerts=alerts or [],
+        project_sha256=project_sha256,
+        gate=parts.gate,
+        ingest=parts.ingest,
+        validation=parts.validation,
+        drift=parts.drift,
+        training=parts.training,
+        evaluation=parts.evaluation,
+        decision=parts.decision,
+        error=error,
+        batches=batches,
+    )
+    document = json.dumps(record.to_json(), indent=2).encode()
+    storage.write_bytes(storage.join(catalog.reports, "cycles", f"{safe_id(cycle_id)}.json"), document)
+    if trigger == "drift_alert" and parts.training is not None:
+        pointer = {"cycle_id": cycle_id, "recorded_at": record.recorded_at.isoformat()}
+        storage.write_bytes(last_alert_retrain_uri(config), json.dumps(pointer).encode())
+    return record
+
+
+def read_cycles(config: ProjectConfig) -> list[CycleRecord]:
+    """Every recorded cycle (a report: reads each record)."""
+    folder = storage.join(Catalog(config).reports, "cycles")
+    return [
+        CycleRecord.model_validate_json(storage.read_bytes(uri)) for uri in storage.list_files(folder, "*.json")
+    ]
+
+
+def cycle_table(config: ProjectConfig) -> list[CycleRow]:
+    """One row per recorded cycle, oldest first: week, validation, drift share, both scores, decision."""
+    catalog = Catalog(config)
+    rows = []
+    for record in read_cycles(config):
+        batches = dict(record.batches)
+        share = record.drift.share_drifted if record.drift else None
+        alerts = record.alerts or (record.ingest.alerts if record.ingest else [])
+        if not batches:  # an alert run: the drift monitor validated the batches the alert is about
+            for batch_id in (b for alert in alerts for b in alert.batch_ids):
+                try:
+                    batches[batch_id] = catalog.get(batch_id).status.value
+                except CatalogError:
+                    batches[batch_id] = "unknown"
+            shares = [(alert.drift or {}).get("share_drifted") for alert in alerts]
+            share = next((value for value in shares if value is not None), share)
+        rows.append(
+            CycleRow(
+                cycle=record.cycle_id,
+                trigger=record.trigger,
+                week=", ".join(batches) or "-",
+                validation=", ".join(sorted(set(batches.values()))) or "-",
+                drift_share=share,
+                champion=record.evaluation.champion if record.evaluation else None,
+                candidate=record.evaluation.candidate if record.evaluation else None,
+                decision=record.outcome,
+                cutoff=record.cutoff,
+            )
+        )
+    return sorted(rows, key=lambda r: (r.cutoff, r.cycle))

@@ -1,0 +1,196 @@
+"""Promote and roll back: the model registry's ``@champion`` alias moves only through these."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from retrainer.promotion import Verdict, decide
+from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
+
+if TYPE_CHECKING:
+    from retrainer.config import ProjectConfig
+    from retrainer.steps.evaluation import Evaluation
+    from retrainer.tracking import Tracking
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_TAGS = ("training_backend", "trainer_image", "trainer_image_id", "trained_on")
+
+
+class DecisionRecord(StepResult):
+    """A promotion decision as recorded on the run (``decision/decision.json``), the version and the cycle.
+
+    Attributes:
+        verdict: ``promoted`` or ``rejected``.
+        reason: One line, e.g. ``rmse 19.57 vs champion v1 21.7 (+9.82%) beats the required 1.00%``.
+        metric: The primary metric.
+        greater_is_better: Its direction.
+        candidate: The candidate's score.
+        champion: The champion's score (None for a first model).
+        champion_version: The champion it was compared with.
+        relative_improvement: How much better the candidate is (positive = better).
+        min_improvement: The required margin.
+        floor: The first model's bound.
+        run_id: The candidate run.
+        model: The registered model.
+        cycle_id: The cycle.
+        dry_run: Decided and recorded, nothing registered.
+        decided_at: When.
+        version: The new model version (None on a dry run).
+    """
+
+    verdict: Verdict
+    reason: str
+    metric: str
+    greater_is_better: bool
+    candidate: float
+    champion: float | None
+    champion_version: str | None
+    relative_improvement: float | None
+    min_improvement: float
+    floor: float | None
+    run_id: str
+    model: str
+    cycle_id: str | None
+    dry_run: bool
+    decided_at: datetime
+    version: str | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """Whether ``@champion`` moved to the candidate."""
+        return self.verdict is Verdict.PROMOTE and not self.dry_run
+
+
+class RollbackResult(StepResult):
+    """Where ``@champion`` moved back from and to, and why."""
+
+    model: str
+    from_version: str
+    to_version: str
+    reason: str
+
+
+def promote(
+    config: ProjectConfig, tracking: Tracking, run_id: str, evaluation: Evaluation, dry_run: bool = False
+) -> DecisionRecord:
+    """Register the candidate as a new model version and move ``@champion`` to it only if it wins.
+
+    The decision (verdict, reason, both scores, margin) is written as tags on the version and on the run, and
+    as the run artifact ``decision/decision.json``. A rejected version stays in the registry, tagged with why.
+    With ``dry_run`` the decision is computed and logged on the run but nothing is registered.
+
+    Raises:
+        RuntimeError: The champion moved since the evaluation (evaluate again).
+    """
+    with tracking.active():
+        return _promote(config, tracking, run_id, evaluation, dry_run)
+
+
+def _promote(
+    config: ProjectConfig, tracking: Tracking, run_id: str, evaluation: Evaluation, dry_run: bool
+) -> DecisionRecord:
+    import mlflow
+
+    client = tracking.client()
+    current = champion_version(client, config)
+    current_version = None if current is None else str(current.version)
+    # A retry after a partial promote reuses the version registered for this run instead of adding another.
+    registered = (
+        [] if dry_run else client.search_model_versions(f"name='{config.model_name}' and run_id='{run_id}'")
+    )
+    if registered and current_version == str(registered[0].version):
+        current_version = evaluation.champion_version  # the alias already moved in the earlier try
+    if current_version != evaluation.champion_version:
+        raise RuntimeError(
+            f"the champion moved from v{evaluation.champion_version} to v{current_version} during the "
+            "cycle; evaluate again before promoting"
+        )
+    decision = decide(config, evaluation.candidate, evaluation.champion, evaluation.champion_version)
+    run = client.get_run(run_id)
+    cycle_id = run.data.tags.get(f"{TAG}cycle_id")
+    tags = {
+        f"{TAG}decision": decision.verdict.value if not dry_run else f"dry_run:{decision.verdict.value}",
+        f"{TAG}reason": decision.reason,
+        f"{TAG}candidate_{decision.metric}": f"{decision.candidate:.6g}",
+        f"{TAG}champion_{decision.metric}": "none" if decision.champion is None else f"{decision.champion:.6g}",
+        f"{TAG}previous_champion": evaluation.champion_version or "none",
+        f"{TAG}cycle_id": cycle_id or "",
+        f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
+        **{
+            f"{TAG}{key}": run.data.tags[f"{TAG}{key}"]
+            for key in PROVENANCE_TAGS
+            if f"{TAG}{key}" in run.data.tags
+        },
+    }
+    version = None
+    if not dry_run:
+        if registered:
+            model_version = registered[0]
+            for key, value in tags.items():
+                client.set_model_version_tag(config.model_name, model_version.version, key, value)
+        else:
+            model_version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name, tags=tags)
+        version = str(model_version.version)
+        client.set_model_version_tag(config.model_name, version, f"{TAG}run_id", run_id)
+        # Shown in the registry's version list: the decision in words.
+        client.update_model_version(
+            config.model_name, version, description=f"{decision.verdict.value}: {decision.reason}"
+        )
+        if config.description and not client.get_registered_model(config.model_name).description:
+            client.update_registered_model(config.model_name, description=config.description)
+        if decision.promoted:
+            client.set_registered_model_alias(config.model_name, CHAMPION, version)
+    record = DecisionRecord(
+        **decision.to_dict(),
+        run_id=run_id,
+        model=config.model_name,
+        cycle_id=cycle_id,
+        dry_run=dry_run,
+        decided_at=datetime.now(UTC).replace(microsecond=0),
+        version=version,
+    )
+    with mlflow.start_run(run_id=run_id):
+        mlflow.set_tags({**tags, f"{TAG}version": version or "none"})
+        mlflow.log_dict(record.to_json(), "decision/decision.json")
+    log.info("%s v%s: %s", decision.verdict.value, version, decision.reason)
+    return record
+
+
+def rollback(
+    config: ProjectConfig, tracking: Tracking, to_version: str | None = None, reason: str = "manual rollback"
+) -> RollbackResult:
+    """Move ``@champion`` back: to ``to_version``, or to the champion the current one replaced.
+
+    Both versions are tagged with the rollback, so the registry keeps the whole history.
+
+    Raises:
+        RuntimeError: There is no champion, or no earlier champion to go back to.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with tracking.active():
+        client = tracking.client()
+        current = champion_version(client, config)
+        if current is None:
+            raise RuntimeError(f"{config.model_name} has no champion to roll back")
+        target = to_version or current.tags.get(f"{TAG}previous_champion")
+        if not target or target == "none":
+            raise RuntimeError(
+                f"v{current.version} of {config.model_name} replaced no earlier champion; name --to-version"
+            )
+        try:
+            client.get_model_version(config.model_name, target)
+        except MlflowException:
+            raise RuntimeError(f"{config.model_name} has no version {target} to roll back to") from None
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_registered_model_alias(config.model_name, CHAMPION, target)
+        client.set_model_version_tag(config.model_name, current.version, f"{TAG}rolled_back_at", when)
+        client.set_model_version_tag(config.model_name, current.version, f"{TAG}rollback_reason", reason)
+        client.set_model_version_tag(config.model_name, target, f"{TAG}restored_at", when)
+        client.set_model_version_tag(config.model_name, target, f"{TAG}restore_reason", reason)
+    return RollbackResult(
+        model=config.model_name, from_version=str(current.version), to_version=str(target), reason=reason
+    )
