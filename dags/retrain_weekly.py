@@ -6,25 +6,32 @@
   ``retrain_<project>`` within seconds.
 
 This file only wires steps. The work is done by ``retrainer.steps``; tasks hand each other batch ids, run ids
-and small summaries through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
+and small typed results through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
+Nothing assumes that two tasks run on the same machine: the first task resolves the project file once and
+every other task uses that snapshot; MLflow is reached through the ``mlflow_default`` connection; data,
+reports and Great Expectations results live in the project's data root (a folder or an S3 prefix).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from retrainer.config import ConfigError, ProjectConfig, load_config
+from retrainer.config import ProjectConfig
+from retrainer.projects import pool_name, scan_projects
 from retrainer_provider.assets import batches_landed, drift_alert, labels_arrived
 from retrainer_provider.operators import trainer_operator
+
+if TYPE_CHECKING:
+    from retrainer.alerts import ReceivedAlert
+    from retrainer.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,8 @@ Runs start on the weekly cron (`{cron}` UTC), on a **drift alert** (an event on 
 The run's type says which (`scheduled`, `asset_triggered`, `manual`), and its first task logs the alert.
 An alert forces a retrain on the newest window even when no new batch arrived.
 
-Every run processes the batches whose period ended by its cutoff (the cron tick, or the `cutoff` param):
+**resolve_project** reads the project file once; every other task of the run uses that snapshot. Then every
+run processes the batches whose period ended by its cutoff (the cron tick, or the `cutoff` param):
 
 1. **ingest** registers batches that landed in `{root}/landing` (content hash, rows, period).
 2. **validate** checks each new batch against the Great Expectations suite `{suite}`. A failing batch is
@@ -53,7 +61,11 @@ Every run processes the batches whose period ended by its cutoff (the cron tick,
 5. **evaluate** scores candidate and champion on the same held-out rows ({metric}).
 6. **promote** registers the candidate; `@champion` moves to it only if it is at least
    {margin:.1%} better. The decision and its reason are tags on the model version.
-7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table).
+7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table) and sends the
+   project's metrics.
+
+The data steps (ingest, validate, and the monitor's) run in the pool `{pool}`, one at a time, so that this
+DAG and the drift monitor never change the batch catalog at once.
 
 Params for manual runs: `force` (retrain without new data), `dry_run` (decide, register nothing),
 `window_batches`, `max_train_rows`, `cutoff` (ISO time; default: the run's data interval end or now).
@@ -62,8 +74,16 @@ Params for manual runs: `force` (retrain without new data), `dry_run` (decide, r
 TRAIN_DOC = """Runs the planned `retrainer train` command on the project's `training.backend`. A failure shows the
 trainer's exit code (137: killed for memory) and its last log lines; no model version is registered."""
 
-# The cycle's steps whose results `record` collects.
-STEP_TASKS = ("gate", "ingest", "validate", "drift", "plan_training", "train", "evaluate", "promote")
+# The cycle's steps whose results `record` collects: task id -> field of the cycle record.
+STEP_TASKS = {
+    "gate": "gate",
+    "ingest": "ingest",
+    "validate": "validation",
+    "drift": "drift",
+    "train": "training",
+    "evaluate": "evaluation",
+    "promote": "decision",
+}
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -92,7 +112,7 @@ def _trigger(context: dict[str, Any]) -> str:
     return "drift_alert" if run_type == "asset_triggered" else run_type
 
 
-def _alerts(context: dict[str, Any]) -> list[dict[str, Any]]:
+def _alerts(context: dict[str, Any]) -> list[ReceivedAlert]:
     """The alerts whose asset events started this run (none for scheduled and manual runs)."""
     from retrainer.alerts import alerts_from_events
 
@@ -106,80 +126,125 @@ def _cycle_id(context: dict[str, Any]) -> str:
     return safe_id(context["dag_run"].run_id)
 
 
-def _inbox(project: ProjectConfig) -> str:
-    from retrainer.alerts import inbox_uri
+def _project(snapshot: dict[str, Any]) -> ProjectConfig:
+    """The project as ``resolve_project`` resolved it for this run."""
+    from retrainer.config import ProjectSnapshot
 
-    return inbox_uri(project.data.root_uri)
+    return ProjectSnapshot.model_validate(snapshot).config
 
 
-def _mlflow() -> None:
+def _tracking() -> Tracking:
+    """The MLflow server of the ``mlflow_default`` connection."""
     from retrainer_provider.hooks.mlflow import MlflowHook
 
-    MlflowHook().configure()
+    return MlflowHook().get_tracking()
 
 
-def _data_steps(path: str) -> tuple[Any, Any, Any]:
+def _emit_metrics(metrics: list[Any]) -> None:
+    from retrainer_provider.metrics import emit
+
+    emit(metrics)
+
+
+def _resolve_project(path: str) -> Any:
+    """Define ``resolve_project`` inside the DAG being built: read the project file once for the run."""
+
+    @task(retries=3)
+    def resolve_project() -> dict[str, Any]:
+        """Resolve the project file (environment variables, paths) once; every task of the run uses it."""
+        from retrainer.config import ConfigError, snapshot_project
+
+        try:
+            snapshot = snapshot_project(path)
+        except ConfigError as error:
+            raise AirflowFailException(str(error)) from None
+        log.info(
+            "resolve_project: %s as of now (sha256 %s…), data at %s",
+            path,
+            snapshot.sha256[:12],
+            snapshot.config.data.root_uri,
+        )
+        return snapshot.to_json()
+
+    return resolve_project()
+
+
+def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
     """Define ``ingest ─▶ validate ─▶ drift`` inside the DAG being built: both DAGs of a project start so.
 
     Returns:
         The three tasks' outputs (XComArgs), for the caller to wire the rest of its DAG.
     """
 
-    @task(retries=3)
-    def ingest() -> dict[str, Any]:
+    @task(retries=3, pool=pool)
+    def ingest(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Register newly landed batches and list those awaiting validation."""
         from retrainer import steps
 
         context = get_current_context()
-        result = steps.ingest(load_config(path), _cutoff(context))
-        result["trigger"] = _trigger(context)
-        result["alerts"] = _alerts(context)
-        for alert in result["alerts"]:
-            log.info("started by %s", alert["summary"])
+        alerts = _alerts(context)
+        result = steps.ingest(_project(snapshot), _tracking(), _cutoff(context))
+        result = result.model_copy(update={"trigger": _trigger(context), "alerts": alerts})
+        for alert in alerts:
+            log.info("started by %s", alert.summary)
         log.info(
             "ingest: %d new batch(es) registered, %d pending up to %s: %s",
-            len(result["registered"]),
-            len(result["pending"]),
+            len(result.registered),
+            len(result.pending),
             _cutoff(context),
-            ", ".join(result["pending"]) or "none",
+            ", ".join(result.pending) or "none",
         )
-        return result
+        return result.to_json()
 
-    @task
-    def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+    @task(pool=pool)
+    def validate(snapshot: dict[str, Any], ingested: dict[str, Any]) -> dict[str, Any]:
         """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
         from retrainer import steps
+        from retrainer.metrics import quarantine_metrics
 
+        project = _project(snapshot)
+        found = steps.IngestResult.model_validate(ingested)
         try:
-            result = steps.validate(
-                load_config(path), ingested["pending"], quarantined_on_arrival=ingested["quarantined"]
-            )
+            result = steps.validate(project, found.pending, quarantined_on_arrival=found.quarantined)
         except steps.BatchRejectedError as error:
+            _emit_metrics(quarantine_metrics(project.name, len(error.batch_ids)))
             raise AirflowFailException(str(error)) from None
-        log.info("validate: accepted %s", ", ".join(result["accepted"]) or "nothing (no new batch)")
-        return result
+        log.info("validate: accepted %s", ", ".join(result.accepted) or "nothing (no new batch)")
+        return result.to_json()
 
     @task
-    def drift(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+    def drift(snapshot: dict[str, Any], ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
         """Evidently drift of the new batches against the training data of the run's starting champion."""
         from retrainer import steps
 
-        _mlflow()
         context = get_current_context()
-        result = steps.drift(
-            load_config(path), validated["accepted"], _cycle_id(context), ingested["champion_version"]
-        )
-        log.info("drift: %s", result["summary"])
-        return result
+        accepted = steps.ValidationResult.model_validate(validated).accepted
+        champion = steps.IngestResult.model_validate(ingested).champion_version
+        result = steps.drift(_project(snapshot), _tracking(), accepted, _cycle_id(context), champion)
+        log.info("drift: %s", result.summary)
+        return result.to_json()
 
-    ingested = ingest()
-    validated = validate(ingested)
-    return ingested, validated, drift(ingested, validated)
+    ingested = ingest(snapshot)
+    validated = validate(snapshot, ingested)
+    return ingested, validated, drift(snapshot, ingested, validated)
+
+
+def _failure_callbacks(project: ProjectConfig) -> list[Any]:
+    """One e-mail per failed run to the project's ``notifications.on_failure``, if any."""
+    notify = project.notifications
+    if not notify.on_failure:
+        return []
+    from retrainer_provider.notifications.run_failed import RunFailedNotifier
+
+    return [
+        RunFailedNotifier(to=notify.on_failure, smtp_conn_id=notify.smtp_conn_id, from_email=notify.from_email)
+    ]
 
 
 def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     """The weekly retraining DAG of one project."""
     path = str(config_path)
+    pool = pool_name(project)
 
     @dag(
         dag_id=f"retrain_{project.name}",
@@ -194,6 +259,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         dagrun_timeout=timedelta(hours=2),
+        on_failure_callback=_failure_callbacks(project) or None,
         tags=["retraining", "weekly", project.name],
         doc_md=DOC.format(
             model=project.model_name,
@@ -209,6 +275,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             holdout=project.holdout.fraction,
             metric=project.metric.name,
             margin=project.promotion.min_improvement,
+            pool=pool,
         ),
         params={
             "force": Param(False, type="boolean", description="Retrain even when no new batch was accepted."),
@@ -232,34 +299,34 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     )
     def retrain() -> None:
         @task(retries=3)
-        def gate() -> dict[str, Any]:
+        def gate(snapshot: dict[str, Any]) -> dict[str, Any]:
             """Alert-triggered runs: apply the cooldown and record each alert's outcome. Others pass."""
             from retrainer import steps
 
             context = get_current_context()
             alerts = _alerts(context)
             if not alerts:
-                return {"decision": "not_an_alert", "trigger": _trigger(context)}
-            result = steps.gate_alerts(load_config(path), alerts, _cycle_id(context))
+                return steps.GateOutcome(decision="not_an_alert", trigger=_trigger(context)).to_json()
+            result = steps.gate_alerts(_project(snapshot), alerts, _cycle_id(context))
             for alert in alerts:
-                log.info("%s: %s", result["decision"], alert["summary"])
-            if result["decision"] == "suppressed":
-                raise AirflowSkipException(f"retrain suppressed: {result['reason']}")
-            log.info("gate: %s", result["reason"])
-            return result
+                log.info("%s: %s", result.decision, alert.summary)
+            if result.decision == "suppressed":
+                raise AirflowSkipException(f"retrain suppressed: {result.reason}")
+            log.info("gate: %s", result.reason)
+            return result.to_json()
 
         @task
-        def plan_training(validated: dict[str, Any]) -> dict[str, Any]:
+        def plan_training(snapshot: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
             """Decide whether this cycle trains and on which window; the train task runs the plan."""
             from retrainer import steps, training
 
-            _mlflow()
             context = get_current_context()
             params = context["params"]
-            config = load_config(path)
+            config, tracking = _project(snapshot), _tracking()
             try:
                 launch = training.plan(
                     config,
+                    tracking,
                     _cutoff(context),
                     _cycle_id(context),
                     trigger=_trigger(context),
@@ -268,7 +335,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                     # An alert asks for a retrain on the newest data even when no new batch arrived.
                     require_new_data=None
                     if params.get("force") or _alerts(context)
-                    else steps.untrained_batches(config, _cutoff(context), params.get("window_batches")),
+                    else steps.untrained_batches(config, tracking, _cutoff(context), params.get("window_batches")),
                 )
             except steps.NothingToTrainError as error:
                 raise AirflowSkipException(str(error)) from None
@@ -281,118 +348,117 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             return launch.to_xcom()
 
         @task
-        def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+        def evaluate(snapshot: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
             """Candidate and champion on the same held-out rows."""
             from retrainer import steps
 
-            _mlflow()
-            result = steps.evaluate(load_config(path), trained["run_id"])
+            result = steps.evaluate(_project(snapshot), _tracking(), trained["run_id"])
             champion = (
                 "no champion"
-                if result["champion"] is None
-                else f"champion v{result['champion_version']} {result['champion']:.4g}"
+                if result.champion is None
+                else f"champion v{result.champion_version} {result.champion:.4g}"
             )
             log.info(
                 "evaluate: %s candidate %.4g vs %s on %d rows",
-                result["metric"],
-                result["candidate"],
+                result.metric,
+                result.candidate,
                 champion,
-                result["holdout_rows"],
+                result.holdout_rows,
             )
-            return result
+            return result.to_json()
 
         @task
-        def promote(trained: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        def promote(
+            snapshot: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any]
+        ) -> dict[str, Any]:
             """Register the candidate; move @champion only if it wins by the margin."""
             from retrainer import steps
 
-            _mlflow()
             dry_run = bool(get_current_context()["params"].get("dry_run"))
-            result = steps.promote(load_config(path), trained["run_id"], evaluation, dry_run=dry_run)
+            result = steps.promote(
+                _project(snapshot),
+                _tracking(),
+                trained["run_id"],
+                steps.Evaluation.model_validate(evaluation),
+                dry_run=dry_run,
+            )
             log.info(
                 "promote: %s%s v%s: %s",
                 "dry run, " if dry_run else "",
-                result["verdict"],
-                result["version"],
-                result["reason"],
+                result.verdict.value,
+                result.version,
+                result.reason,
             )
-            return result
+            return result.to_json()
 
         @task(trigger_rule="all_done", retries=3)
         def record() -> dict[str, Any]:
-            """Write the cycle's outcome, whatever happened upstream."""
+            """Write the cycle's outcome and send its metrics, whatever happened upstream."""
             from retrainer import steps
+            from retrainer.config import ProjectSnapshot
+            from retrainer.metrics import cycle_metrics
+            from retrainer.steps.gating import outcome_of as gate_outcome_of
 
             context = get_current_context()
             ti = context["ti"]
-            parts = {name: ti.xcom_pull(task_ids=name) for name in STEP_TASKS}
+            raw_snapshot = ti.xcom_pull(task_ids="resolve_project")
+            if raw_snapshot is None:
+                raise AirflowFailException("resolve_project failed: the project file could not be read")
+            snapshot = ProjectSnapshot.model_validate(raw_snapshot)
+            pulled = {field: ti.xcom_pull(task_ids=task_id) for task_id, field in STEP_TASKS.items()}
+            alerts = _alerts(context)
+            parts = steps.CycleParts.model_validate(
+                {
+                    **{k: v for k, v in pulled.items() if v is not None},
+                    "planned": ti.xcom_pull("plan_training") is not None,
+                }
+            )
+            if parts.gate is None and alerts:  # a suppressed gate skipped its task: read what it recorded
+                parts = parts.model_copy(update={"gate": gate_outcome_of(snapshot.config, _cycle_id(context))})
+            forced = bool(context["params"].get("force")) or bool(alerts)
             outcome = steps.record_cycle(
-                load_config(path),
+                snapshot.config,
                 _cycle_id(context),
+                parts,
                 trigger=_trigger(context),
-                alerts=_alerts(context),
-                gate=_gate_outcome(path, parts["gate"], context),
                 cutoff=_cutoff(context),
-                ingest=parts["ingest"],
-                validation=parts["validate"],
-                drift=parts["drift"],
-                training=parts["train"],
-                evaluation=parts["evaluate"],
-                decision=parts["promote"],
-                error=_error_of(parts, bool(context["params"].get("force")) or bool(_alerts(context))),
+                alerts=alerts,
+                error=steps.error_of(parts, forced),
+                started_at=context["dag_run"].start_date,
+                project_sha256=snapshot.sha256,
             )
+            _emit_metrics(cycle_metrics(snapshot.config.name, outcome))
             log.info(
-                "record: cycle %s: %s",
-                outcome["cycle_id"],
-                outcome.get("error") or (parts["promote"] or {}).get("reason", "no decision"),
+                "record: cycle %s: %s — %s",
+                outcome.cycle_id,
+                outcome.outcome,
+                outcome.error or (outcome.decision.reason if outcome.decision else "no decision"),
             )
-            return {"cycle_id": outcome["cycle_id"]}
+            return {"cycle_id": outcome.cycle_id, "outcome": outcome.outcome}
 
         @task(trigger_rule="one_failed", retries=0)
         def watcher() -> None:
             """Fails the run when any step failed (``record`` always succeeds, so it cannot tell)."""
             raise AirflowFailException("a step of this cycle failed: see the failed task's log")
 
-        gated = gate()
-        ingested, validated, drifted = _data_steps(path)
+        snapshot = _resolve_project(path)
+        gated = gate(snapshot)
+        ingested, validated, drifted = _data_steps(snapshot, pool)
         gated >> ingested
-        planned = plan_training(validated)
+        planned = plan_training(snapshot, validated)
         trained = trainer_operator(project, planned, doc_md=TRAIN_DOC)
-        evaluation = evaluate(trained.output)
-        decided = promote(trained.output, evaluation)
+        evaluation = evaluate(snapshot, trained.output)
+        decided = promote(snapshot, trained.output, evaluation)
         [drifted, decided] >> record()
-        [gated, ingested, validated, drifted, planned, trained, evaluation, decided] >> watcher()
+        [snapshot, gated, ingested, validated, drifted, planned, trained, evaluation, decided] >> watcher()
 
     return retrain()
 
 
-def _gate_outcome(path: str, gate: dict[str, Any] | None, context: dict[str, Any]) -> dict[str, Any] | None:
-    """The gate's result; a suppressed gate returned nothing (it skipped), so its recorded outcome is read."""
-    if gate is not None or not _alerts(context):
-        return gate
-    from retrainer import storage
-    from retrainer.catalog import Catalog
+def _inbox(project: ProjectConfig) -> str:
+    from retrainer.alerts import inbox_uri
 
-    uri = storage.join(Catalog(load_config(path)).reports, "alerts", f"{_cycle_id(context)}.json")
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
-
-
-def _error_of(parts: dict[str, Any], force: bool) -> str | None:
-    """Why a cycle ended without a decision, read from which steps returned a result (see the task logs)."""
-    if (parts.get("gate") or {}).get("decision") == "suppressed":
-        return None
-    if parts["ingest"] is None:
-        return "ingest failed"
-    if parts["validate"] is None:
-        return "validation failed: a batch was quarantined or could not be validated, nothing trained"
-    if parts["train"] is None:
-        if parts.get("plan_training") is None and not force:
-            return "no new accepted batch (or planning failed: see the plan_training task)"
-        return "training failed: see the train task's log"
-    for name in ("evaluate", "promote"):
-        if parts[name] is None:
-            return f"{name} failed"
-    return None
+    return inbox_uri(project.data.root_uri)
 
 
 MONITOR_DOC = """
@@ -409,13 +475,15 @@ zones, no polling task holds a worker slot).
   held-out score when it was chosen.
 
 When a rule fires, `raise_alert` emits an event on `drift_alert_{name}` carrying the alerts (kind, batches,
-summary, report), which starts `retrain_{name}`; otherwise it is skipped and says why.
+summary, report), which starts `retrain_{name}`; otherwise it is skipped and says why. The data steps share
+the pool `{pool}` with the weekly cycle.
 """
 
 
 def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
     """The drift monitor DAG of one project, scheduled on its landing and labels zones."""
     path = str(config_path)
+    pool = pool_name(project)
     alert_asset = drift_alert(project)
 
     @dag(
@@ -427,6 +495,7 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         dagrun_timeout=timedelta(minutes=30),
+        on_failure_callback=_failure_callbacks(project) or None,
         tags=["retraining", "drift-monitor", project.name],
         doc_md=MONITOR_DOC.format(
             model=project.model_name,
@@ -437,43 +506,50 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
             keys=", ".join(project.drift.key_features) or "none",
             metric=project.metric.name,
             degradation=project.concept_drift.max_degradation,
+            pool=pool,
         ),
     )
     def monitor() -> None:
-        @task(retries=3)
-        def concept() -> dict[str, Any]:
+        @task(retries=3, pool=pool)
+        def concept(snapshot: dict[str, Any]) -> dict[str, Any]:
             """Attach late labels to their (validated) batches; judge the champion on them."""
             from retrainer import steps
 
-            _mlflow()
-            result = steps.concept_drift(load_config(path))
-            log.info("concept drift: %s", result["summary"])
-            return result
+            result = steps.concept_drift(_project(snapshot), _tracking())
+            log.info("concept drift: %s", result.summary)
+            return result.to_json()
 
         @task(outlets=[alert_asset])
         def raise_alert(
-            validated: dict[str, Any], drifted: dict[str, Any], judged: dict[str, Any]
+            snapshot: dict[str, Any], validated: dict[str, Any], drifted: dict[str, Any], judged: dict[str, Any]
         ) -> dict[str, Any]:
             """Emit one drift-alert event carrying the alerts whose rule fired (data and/or concept drift)."""
+            from retrainer import steps
             from retrainer.alerts import alert_from_concept, alert_from_drift
+            from retrainer.metrics import monitor_metrics
 
-            raised = [
-                alert
-                for alert in (alert_from_drift(drifted, validated["accepted"]), alert_from_concept(judged))
-                if alert is not None
-            ]
+            data = steps.DriftOutcome.model_validate(drifted)
+            labels = steps.ConceptDriftResult.model_validate(judged)
+            accepted = steps.ValidationResult.model_validate(validated).accepted
+            raised = [a for a in (alert_from_drift(data, accepted), alert_from_concept(labels)) if a is not None]
+            _emit_metrics(
+                monitor_metrics(
+                    _project(snapshot).name, alerts_raised=len(raised), share_drifted=data.share_drifted
+                )
+            )
             if not raised:
-                raise AirflowSkipException(f"no alert: {drifted['summary']}; {judged['summary']}")
+                raise AirflowSkipException(f"no alert: {data.summary}; {labels.summary}")
             payload = {"alerts": [alert.model_dump(mode="json") for alert in raised], "via": "drift-monitor"}
             get_current_context()["outlet_events"][alert_asset].extra = payload
             for alert in raised:
                 log.info("raised %s", alert.describe())
             return payload
 
-        _, validated, drifted = _data_steps(path)
-        judged = concept()
+        snapshot = _resolve_project(path)
+        _, validated, drifted = _data_steps(snapshot, pool)
+        judged = concept(snapshot)
         validated >> judged  # labels attach to validated batches only
-        raise_alert(validated, drifted, judged)
+        raise_alert(snapshot, validated, drifted, judged)
 
     return monitor()
 
@@ -502,18 +578,12 @@ def _invalid_project_dag(config_path: Path, error: Exception) -> DAG:
 
 
 def _load_projects(folder: Path) -> None:
-    """One DAG per project file; an invalid file becomes a visible placeholder DAG naming the problem."""
-    seen: dict[str, Path] = {}
-    for config_path in sorted(folder.glob("*.yaml")):
-        try:
-            project = load_config(config_path)
-            if project.name in seen:
-                raise ConfigError(f"{config_path}: name {project.name!r} is already used by {seen[project.name]}")
-        except ConfigError as error:
-            log.error("%s", error)
-            globals()[f"invalid_{config_path.stem}"] = _invalid_project_dag(config_path, error)
-            continue
-        seen[project.name] = config_path
+    """Two DAGs per project file; an invalid file becomes a visible placeholder DAG naming the problem."""
+    scan = scan_projects(folder)
+    for config_path, error in scan.invalid:
+        log.error("%s", error)
+        globals()[f"invalid_{config_path.stem}"] = _invalid_project_dag(config_path, error)
+    for config_path, project in scan.valid:
         globals()[f"retrain_{project.name}"] = build_dag(config_path, project)
         globals()[f"monitor_{project.name}"] = build_monitor_dag(config_path, project)
 

@@ -172,6 +172,19 @@ class AirflowClient:
             )
         return response.json()
 
+    def ensure_pool(self, name: str, slots: int, description: str = "") -> dict[str, Any]:
+        """Create a pool, or set its slots and description when it exists (``airflow pools import`` does the same).
+
+        Returns:
+            The pool's record.
+        """
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        response = self._request("POST", "/api/v2/pools", json=body, ok=(200, 201, 409))
+        if response.status_code != 409:
+            return response.json()
+        update = {"slots": slots, "description": description}
+        return self._request("PATCH", f"/api/v2/pools/{name}", json=update).json()
+
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:
         """The DAG's record, or None when the DAG processor has not stored it (yet).
 

@@ -723,6 +723,7 @@ def start_stack(settings: StackSettings, timeout: float = 180) -> StackStatus:
     if not missing:
         status = stack_status(settings)
         if status.healthy:
+            _ensure_pools(settings, status)  # a project file may have been added since
             return status
     _check_ports(settings, missing)
     for name in missing:
@@ -740,12 +741,33 @@ def start_stack(settings: StackSettings, timeout: float = 180) -> StackStatus:
         for name in airflow_missing:
             started[name] = _spawn(settings, name, env)
         _wait_healthy(settings, deadline)
+        status = stack_status(settings)
+        _ensure_pools(settings, status)
     except BaseException:
         _terminate(started)
         for name in started:
             _pid_file(settings, name).unlink(missing_ok=True)
         raise
-    return stack_status(settings)
+    return status
+
+
+def projects_folder(environ: Mapping[str, str] | None = None) -> Path:
+    """The folder of project files the DAGs are generated from (``RETRAINER_PROJECTS_DIR``)."""
+    return _env_path(os.environ if environ is None else environ, "RETRAINER_PROJECTS_DIR", REPO_ROOT / "projects")
+
+
+def _ensure_pools(settings: StackSettings, status: StackStatus) -> None:
+    """Create each project's pool (its data steps run in it; a task in a missing pool is never scheduled)."""
+    from retrainer.airflow_api import AirflowApiError, AirflowClient
+    from retrainer.projects import pool_definitions, scan_projects
+
+    pools = pool_definitions(scan_projects(projects_folder()))
+    try:
+        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+            for name, pool in pools.items():
+                client.ensure_pool(name, pool.slots, pool.description)
+    except AirflowApiError as error:
+        raise StackError(f"cannot create the projects' Airflow pools: {error}") from None
 
 
 def stop_stack(settings: StackSettings, grace: float = 20.0) -> list[str]:

@@ -53,6 +53,7 @@ def test_retrain_dag_shape(dagbag) -> None:
     dag = dagbag.dags["retrain_flights_arr_delay"]
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {
+        "resolve_project",
         "gate",
         "ingest",
         "validate",
@@ -62,6 +63,18 @@ def test_retrain_dag_shape(dagbag) -> None:
         "evaluate",
         "promote",
         "record",
+        "watcher",
+    }
+    # The project file is read once; every task that needs the project gets that snapshot.
+    assert tasks["resolve_project"].upstream_task_ids == set()
+    assert tasks["resolve_project"].downstream_task_ids == {
+        "gate",
+        "ingest",
+        "validate",
+        "drift",
+        "plan_training",
+        "evaluate",
+        "promote",
         "watcher",
     }
     # Alert-triggered runs pass the cooldown gate first; everything else waits for it.
@@ -82,15 +95,19 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert set(tasks["record"].upstream_task_ids) == {"drift", "promote"}
     for step in ("gate", "ingest", "validate", "drift", "plan_training", "train", "evaluate", "promote"):
         assert tasks[step].retries >= 2, f"{step} should retry transient failures"
+    # The steps that change the batch catalog run one at a time per project, with the monitor's.
+    assert {t for t, task in tasks.items() if task.pool == "retrainer_flights_arr_delay"} == {"ingest", "validate"}
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
 
 
 def test_monitor_dag_runs_when_batches_land_and_emits_the_drift_alert(dagbag) -> None:
     dag = dagbag.dags["monitor_flights_arr_delay"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"ingest", "validate", "drift", "concept", "raise_alert"}
+    assert set(tasks) == {"resolve_project", "ingest", "validate", "drift", "concept", "raise_alert"}
     assert tasks["validate"].downstream_task_ids == {"drift", "concept", "raise_alert"}
-    assert tasks["raise_alert"].upstream_task_ids == {"validate", "drift", "concept"}
+    assert tasks["raise_alert"].upstream_task_ids == {"resolve_project", "validate", "drift", "concept"}
+    pool = "retrainer_flights_arr_delay"  # shared with the weekly cycle
+    assert {t for t, task in tasks.items() if task.pool == pool} == {"ingest", "validate", "concept"}
     landed, labelled = dag.timetable.asset_condition.objects  # either starts a run
     assert landed.uri == "retrainer://flights_arr_delay/landing"
     assert labelled.uri == "retrainer://flights_arr_delay/labels"
@@ -161,3 +178,59 @@ def test_plugin_loader_ignores_the_provider_package() -> None:
         if p.endswith(".py")
     ]
     assert loaded == [], f"plugin loader would import these as top-level modules: {loaded}"
+
+
+# -- many models on one deployment ----------------------------------------------------------------------------
+def _many_projects(folder: Path, count: int) -> list[str]:
+    """``count`` project files like the demo's, each its own name, registered model and data root."""
+    demo = yaml.safe_load((REPO / "projects" / "flights.yaml").read_text())
+    names = []
+    for i in range(count):
+        name = f"model_{i:02d}"
+        document = {**demo, "name": name, "registered_model": f"{name}_registered"}
+        document["data"] = {"root_uri": f"s3://retrainer-data/{name}"}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
+        names.append(name)
+    return names
+
+
+def test_25_projects_parse_in_under_5_seconds_and_one_bad_file_hides_nothing(tmp_path: Path) -> None:
+    names = _many_projects(tmp_path, 25)
+    (tmp_path / "broken.yaml").write_text("name: broken\nmetric: {name: rmse}\n")  # most fields missing
+    # As the dag-processor does: a fresh interpreter parses the DAG folder; Airflow times the file itself.
+    code = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(REPO / 'dags')!r}); "
+        "print(json.dumps({'dags': sorted(bag.dag_ids), 'errors': list(bag.import_errors), "
+        "'seconds': sum(s.duration.total_seconds() for s in bag.dagbag_stats), "
+        "'pools': sorted({t.pool for d in bag.dags.values() for t in d.tasks})}))"
+    )
+    env = {**os.environ, "RETRAINER_PROJECTS_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "plugins")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert parsed["errors"] == []
+    expected = {f"{kind}_{name}" for name in names for kind in ("retrain", "monitor")}
+    assert set(parsed["dags"]) == expected | {"retrain_broken__invalid_config"}
+    # Each project's data steps have a pool of their own (one project's backlog never blocks another's).
+    assert {f"retrainer_{name}" for name in names} <= set(parsed["pools"])
+    assert parsed["seconds"] < 5.0, f"25 projects took {parsed['seconds']:.2f} s to parse"
+
+
+def test_projects_sharing_a_registered_model_or_a_data_root_are_refused(tmp_path: Path) -> None:
+    from retrainer.projects import scan_projects
+
+    _many_projects(tmp_path, 2)
+    twin = yaml.safe_load((tmp_path / "model_00.yaml").read_text())
+    (tmp_path / "same_model.yaml").write_text(
+        yaml.safe_dump({**twin, "name": "other", "data": {"root_uri": "/x"}})
+    )
+    (tmp_path / "same_root.yaml").write_text(
+        yaml.safe_dump({**twin, "name": "third", "registered_model": "third_model"})
+    )
+    scan = scan_projects(tmp_path)
+    assert [p.name for p, _ in scan.valid] == ["model_00.yaml", "model_01.yaml"]
+    errors = {path.name: str(error) for path, error in scan.invalid}
+    assert "registered model 'model_00_registered' is already used" in errors["same_model.yaml"]
+    assert "data root 's3://retrainer-data/model_00' is already used" in errors["same_root.yaml"]

@@ -1,0 +1,1 @@
+"""Notifiers of the retraining platform (Airflow's notifier interface)."""
