@@ -243,24 +243,22 @@ def announce_new_files(
 ) -> list[str]:
     """Ids (names without suffix) of files in ``folder`` that nobody announced yet, nor ``known`` lists.
 
-    Each is marked in ``announced`` so that a file starts the drift monitor once, even if the monitor
-    handles it only later. ``known`` is the catalog folder for batches (``<id>.json`` per registered batch),
-    so that batches registered before the watcher started are not announced again. Folders are local paths
-    or S3 prefixes.
+    Each is marked in ``announced`` so that a file starts the drift monitor once, even if the monitor handles it
+    only later; a marker whose file has left the folder (registered batches move on to ``batches/``) is removed,
+    so the markers stay as few as the files waiting. ``known`` is the catalog folder for batches (``<id>.json``
+    per registered batch): a file there is not new. Folders are local paths or S3 prefixes.
     """
     from retrainer import storage
 
-    # Three listings and a marker per new file: no request per file already seen, whatever the history.
-    seen = {storage.basename(uri) for uri in storage.list_files(announced)}
-    if known is not None:
-        seen |= {storage.basename(uri).removesuffix(".json") for uri in storage.list_files(known, "*.json")}
+    present = {storage.basename(uri).rsplit(".", 1)[0] for uri in storage.list_files(folder, pattern)}
+    markers = set(storage.list_names(announced))
+    for file_id in sorted(markers - present):
+        storage.delete(storage.join(announced, file_id))
     new = []
-    for uri in storage.list_files(folder, pattern):
-        file_id = storage.basename(uri).rsplit(".", 1)[0]
-        if file_id in seen:
-            continue
+    for file_id in sorted(present - markers):
         storage.write_bytes(storage.join(announced, file_id), b"")
-        new.append(file_id)
+        if known is None or not storage.exists(storage.join(known, f"{file_id}.json")):
+            new.append(file_id)
     return new
 
 

@@ -2,18 +2,22 @@
 
 Layout under a project's ``data.root_uri``::
 
-    landing/<batch>.parquet                  new batches, immutable once landed
+    landing/<batch>.parquet                  new batches: an inbox, emptied as they are registered
+    landing/rejected/<file> + .error.txt     a file landed under a registered batch id with other content
+    batches/<batch>.parquet                  registered batches, immutable, owned by the platform
     catalog/<batch>.json                     one record per batch (hash, rows, period, status)
     catalog/_landed/<batch>                  index: batches awaiting validation
     catalog/_accepted/<newest-first key>     index: accepted batches, newest period first (the window)
     catalog/_quarantined/<batch>             index: quarantined batches
-    catalog/_labelled/<batch>                index: batches whose late labels are attached
     quarantine/<batch>/<batch>.parquet       batches that failed validation ...
     quarantine/<batch>/validation.json       ... with their validation report
-    labels/<batch>.parquet                   late labels of a batch that landed without them (immutable)
+    labels/<batch>.parquet                   late labels of a batch that landed without them (an inbox too)
+    labels/attached/<batch>.parquet          late labels attached to their batch, immutable
     labels/rejected/<file> + .error.txt      label files that cannot be used, with the reason
 
-A batch is never deleted: a failing one is moved (copied, verified, then removed) into quarantine.
+A batch is never deleted: a registered one is moved (copied, verified, then removed) from ``landing/`` to
+``batches/``, a failing one from there into quarantine. So the zones the steps and watchers list hold only what
+is new, whatever the history (batches registered by versions before ``batches/`` existed stay where they are).
 
 Several processes change the catalog at once (the drift monitor and the weekly cycle, on different workers),
 so records are written conditionally: a record is created only if none exists (a second registration of the
@@ -134,6 +138,7 @@ class Catalog:
         self.config = config
         root = config.data.root_uri
         self.landing = storage.join(root, "landing")
+        self.batches = storage.join(root, "batches")
         self.quarantine = storage.join(root, "quarantine")
         self.records = storage.join(root, "catalog")
         self.reports = storage.join(root, "reports")
@@ -183,8 +188,6 @@ class Catalog:
                 continue
             if changed.status is not BatchStatus.LANDED:
                 storage.delete(self._index_uri("landed", batch_id))
-            if changed.labels is not None and current.labels is None:
-                storage.write_bytes(self._index_uri("labelled", batch_id), b"")
             return changed
         raise CatalogError(f"catalog record of {batch_id} kept changing: gave up after {_UPDATE_ATTEMPTS} tries")
 
@@ -200,18 +203,18 @@ class Catalog:
                 storage.write_bytes(self._index_uri("accepted", self._accepted_key(record)), b"")
             else:
                 storage.write_bytes(self._index_uri("quarantined", record.batch_id), b"")
-            if record.labels is not None:
-                storage.write_bytes(self._index_uri("labelled", record.batch_id), b"")
         storage.write_bytes(marker, json.dumps({"version": _INDEX_VERSION, "built_at": _now()}).encode())
 
     def _find(self, batch_id: str) -> BatchRecord | None:
+        """The record of a batch, None when there is none (one created meanwhile by another process is read)."""
         uri = self._record_uri(batch_id)
-        try:
-            return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
-        except storage.StorageError:
-            if storage.exists(uri):
-                raise
-            return None
+        for _ in range(3):
+            try:
+                return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
+            except storage.StorageError:
+                if not storage.exists(uri):
+                    return None
+        return BatchRecord.from_dict(json.loads(storage.read_bytes(uri)))
 
     def get(self, batch_id: str) -> BatchRecord:
         """The record of one batch.
@@ -259,44 +262,48 @@ class Catalog:
         return uri
 
     def register_new(self) -> list[BatchRecord]:
-        """Record every file in the landing zone that the catalog does not know yet.
+        """Record every file in the landing zone, moving each registered batch to ``batches/``.
 
-        A file that cannot be read as a batch (not Parquet, no rows, no timestamps) is quarantined at once
-        with a report naming the problem, so one bad file never blocks the others. A batch another process
+        A file that cannot be read as a batch (not Parquet, no rows, no timestamps) is quarantined at once with
+        a report naming the problem, so one bad file never blocks the others. A file landed again under a
+        registered batch id is dropped when its content is the registered one, and moved to
+        ``landing/rejected/`` with the reason when it is not (batches are immutable). A batch another process
         registers at the same time is left to it.
 
         Returns:
             The new records, oldest period first: ``landed``, or ``quarantined`` for unreadable files.
         """
         self._ensure_index()
-        known = {storage.basename(uri).removesuffix(".json") for uri in storage.list_files(self.records, "*.json")}
-        quarantined = set(storage.list_names(storage.join(self.records, "_quarantined")))
         created = []
         for uri in storage.list_files(self.landing, self.config.data.file_pattern):
             batch_id = storage.basename(uri).rsplit(".", 1)[0]
-            if batch_id in known:
-                if batch_id in quarantined:
-                    log.warning(
-                        "ignoring %s: batch %s is already in the catalog, quarantined (batches are immutable; "
-                        "land a correction under a new batch id)",
-                        uri,
-                        batch_id,
-                    )
+            try:
+                data = storage.read_bytes(uri)
+            except storage.StorageError:
+                if storage.exists(uri):
+                    raise
+                continue  # registered (and moved on) by another process since the listing
+            sha256 = storage.sha256_bytes(data)
+            known = self._find(batch_id)
+            if known is not None:
+                self._landed_again(known, uri, sha256)
                 continue
-            data = storage.read_bytes(uri)
             now = _now()
             try:
                 start, end, rows = self._inspect(data, uri)
             except CatalogError as error:
-                record = BatchRecord(batch_id, uri, storage.sha256_bytes(data), 0, now, now, registered_at=now)
+                record = BatchRecord(batch_id, uri, sha256, 0, now, now, registered_at=now)
                 if self._create(record):
                     report = {"batch_id": batch_id, "success": False, "error": str(error)}
                     created.append(self.quarantine_batch(batch_id, report))
                 continue
+            # Copied first, recorded second, removed from landing last: a crash in between repeats a step.
+            target = storage.join(self.batches, storage.basename(uri))
+            storage.write_bytes(target, data, overwrite=False)
             record = BatchRecord(
                 batch_id=batch_id,
-                uri=uri,
-                sha256=storage.sha256_bytes(data),
+                uri=target,
+                sha256=sha256,
                 rows=rows,
                 period_start=start,
                 period_end=end,
@@ -306,7 +313,27 @@ class Catalog:
                 created.append(record)
             else:
                 log.info("batch %s was registered by another process meanwhile", batch_id)
+            storage.delete(uri)
         return sorted(created, key=lambda r: (r.period_end_ts, r.batch_id))
+
+    def _landed_again(self, record: BatchRecord, uri: str, sha256: str) -> None:
+        """A landing file whose batch id is registered: a leftover, a duplicate, or a forbidden correction."""
+        if record.uri == uri:
+            return  # registered before batches/ existed: it stays where its record says it is
+        if record.sha256 == sha256:
+            storage.delete(uri)  # the same content is stored already (or a crash left the landing copy)
+            return
+        target = storage.join(
+            self.landing, "rejected", f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{storage.basename(uri)}"
+        )
+        reason = (
+            f"{storage.basename(uri)}: batch {record.batch_id} is already registered ({record.status.value}) with "
+            f"other content (sha256 {record.sha256[:12]}…, this file {sha256[:12]}…); batches are immutable: "
+            "land the correction under a new batch id"
+        )
+        storage.write_bytes(f"{target}.error.txt", f"{reason}\n".encode())
+        storage.move(uri, target)
+        log.warning("rejected %s, moved to %s", reason, target)
 
     def _inspect(self, data: bytes, uri: str) -> tuple[str, str, int]:
         ts_col = self.config.schema_.timestamp
@@ -394,25 +421,25 @@ class Catalog:
     def register_labels(self) -> LabelsOutcome:
         """Attach every new file in ``labels/`` to its batch, after checking it fits the batch.
 
-        A file for a batch not validated yet waits (it is looked at again next time). A file that cannot be
-        used (unreadable, no target column, rows that do not match the batch, a quarantined batch) moves to
-        ``labels/rejected/`` beside a ``.error.txt`` naming the problem: never silently dropped. Files already
-        attached are known from the index, without reading their records.
+        An attached file moves to ``labels/attached/`` (copied, recorded, then removed), so ``labels/`` holds
+        only what is new or waiting. A file for a batch not validated yet waits (it is looked at again next
+        time). A file that cannot be used (unreadable, no target column, rows that do not match the batch, a
+        quarantined batch, a batch that has labels already) moves to ``labels/rejected/`` beside a
+        ``.error.txt`` naming the problem: never silently dropped.
         """
-        self._ensure_index()
         outcome = LabelsOutcome()
-        attached = set(storage.list_names(storage.join(self.records, "_labelled")))
         for uri in storage.list_files(self.labels, "*.parquet"):
             batch_id = storage.basename(uri).rsplit(".", 1)[0]
-            if batch_id in attached:
-                continue
             record = self._find(batch_id)
-            if record is not None and record.labels is not None and record.labels["uri"] == uri:
-                continue
             if record is None or record.status is BatchStatus.LANDED:
                 outcome.waiting.append(batch_id)
                 continue
+            if record.labels is not None and record.labels["uri"] == uri:
+                continue  # attached in place, before labels/attached/ existed
             data = storage.read_bytes(uri)
+            if record.labels is not None and record.labels["sha256"] == storage.sha256_bytes(data):
+                storage.delete(uri)  # a copy of the attached labels (or a crash left the inbox copy)
+                continue
             try:
                 if record.status is not BatchStatus.ACCEPTED:
                     raise CatalogError(f"batch {batch_id} is {record.status.value}: its labels cannot be used")
@@ -421,13 +448,13 @@ class Catalog:
                 batch = self.load([record], with_labels=False)
                 filled = self._align_labels(batch, _read_frame(data, uri), batch_id).notna().sum()
             except CatalogError as error:
-                target = storage.join(self.labels, "rejected", storage.basename(uri))
-                storage.write_bytes(f"{target}.error.txt", f"{error}\n".encode())
-                storage.move(uri, target)
+                self._reject_labels(uri, error)
                 outcome.rejected.append((storage.basename(uri), str(error)))
                 continue
+            target = storage.join(self.labels, "attached", storage.basename(uri))
+            storage.write_bytes(target, data, overwrite=False)
             labels = {
-                "uri": uri,
+                "uri": target,
                 "sha256": storage.sha256_bytes(data),
                 "rows": len(batch),
                 "labelled": int(filled),
@@ -445,7 +472,14 @@ class Catalog:
                 outcome.registered.append(self._update(batch_id, attach))
             except CatalogError as error:
                 log.warning("labels %s not attached: %s", uri, error)
+                continue
+            storage.delete(uri)
         return outcome
+
+    def _reject_labels(self, uri: str, error: Exception) -> None:
+        target = storage.join(self.labels, "rejected", storage.basename(uri))
+        storage.write_bytes(f"{target}.error.txt", f"{error}\n".encode())
+        storage.move(uri, target)
 
     def _align_labels(self, batch: pd.DataFrame, labels: pd.DataFrame, batch_id: str) -> pd.Series:
         """The late labels as a series aligned to the batch's rows (matched on ``schema.id``, else by position).
@@ -502,7 +536,8 @@ class Catalog:
         self._ensure_index()
         chosen: list[BatchRecord] = []
         last_key = None
-        for key, batch_id in self._accepted_newest_first(cutoff):
+        # A page a little larger than the window: the ties of its oldest batch usually come with it.
+        for key, batch_id in self._accepted_newest_first(cutoff, page=batches + 4):
             if len(chosen) >= batches and key != last_key:  # past the oldest one taken (and its ties)
                 break
             record = self._find(batch_id)

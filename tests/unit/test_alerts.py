@@ -174,7 +174,13 @@ def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path,
     assert alerts.announce_new_files(landing, announced, known=catalog) == []
     storage.write_bytes(storage.join(landing, "c.parquet"), b"x")
     assert alerts.announce_new_files(landing, announced, known=catalog) == ["c"]
-    assert alerts.announce_new_files(storage.join(root, "missing"), announced, known=catalog) == []
+    # A registered batch moves on to batches/: its marker goes too, so markers stay as few as waiting files.
+    storage.delete(storage.join(landing, "b.parquet"))
+    assert alerts.announce_new_files(landing, announced, known=catalog) == []
+    assert storage.list_names(announced) == ["a", "c"]
+    assert (
+        alerts.announce_new_files(storage.join(root, "missing"), storage.join(root, "other"), known=catalog) == []
+    )
     # Label files of registered batches are new all the same.
     storage.write_bytes(storage.join(root, "labels", "a.parquet"), b"x")
     assert alerts.announce_new_files(storage.join(root, "labels"), storage.join(root, "announced_labels")) == ["a"]

@@ -33,11 +33,14 @@ def _files(root: str) -> dict[str, str]:
 # -- registration -------------------------------------------------------------------------------------------
 def test_register_new_records_hash_rows_and_period(project: Any, synth: SimpleNamespace) -> None:
     frame = synth.week(0, 50)
-    uri = project.catalog.land(synth.batch_id(0), frame)
+    landed = project.catalog.land(synth.batch_id(0), frame)
+    data = Path(landed).read_bytes()
     (record,) = project.catalog.register_new()
     assert record.batch_id == synth.batch_id(0)
-    assert record.uri == uri
-    assert record.sha256 == storage.sha256_bytes(Path(uri).read_bytes())
+    # Moved out of the landing inbox into the platform's own zone, byte for byte.
+    assert record.uri == storage.join(project.catalog.batches, f"{synth.batch_id(0)}.parquet")
+    assert not Path(landed).exists() and storage.list_files(project.catalog.landing) == []
+    assert record.sha256 == storage.sha256_bytes(data) == storage.sha256_bytes(Path(record.uri).read_bytes())
     assert record.rows == 50
     assert record.status is BatchStatus.LANDED
     assert datetime.fromisoformat(record.period_start) == frame["ts"].min()
@@ -125,7 +128,7 @@ def test_quarantine_moves_the_file_with_its_report_and_deletes_nothing(project: 
     record = catalog.quarantine_batch(ids[0], report)
 
     assert not storage.exists(landed.uri)
-    assert storage.list_files(catalog.landing, "*.parquet") == [catalog.get(ids[1]).uri]
+    assert storage.list_files(catalog.batches, "*.parquet") == [catalog.get(ids[1]).uri]
     folder = storage.join(catalog.quarantine, ids[0])
     target = storage.join(folder, f"{ids[0]}.parquet")
     assert record.uri == target
@@ -213,8 +216,48 @@ def test_unreadable_files_are_quarantined_on_registration_and_good_ones_still_re
         assert report["success"] is False and error in report["error"]
         assert storage.exists(storage.join(folder, f"{batch}.parquet"))  # moved, not deleted
         assert storage.sha256_bytes(storage.read_bytes(record.uri)) == record.sha256
-    assert storage.list_files(catalog.landing, "*.parquet") == [records[good].uri]
+    assert storage.list_files(catalog.landing, "*") == [storage.join(catalog.landing, "notes.txt")]
+    assert storage.list_files(catalog.batches, "*.parquet") == [records[good].uri]
     assert [r.batch_id for r in catalog.pending(synth.cutoff_after(0))] == [good]
+
+
+def test_a_batch_id_landed_again_is_dropped_or_rejected_never_lost(project: Any, synth: SimpleNamespace) -> None:
+    catalog = project.catalog
+    [batch] = project.land([0], rows=20)
+    [record] = catalog.register_new()
+    catalog.accept(batch, {"success": True})
+    same = storage.join(catalog.landing, f"{batch}.parquet")
+    storage.write_bytes(same, storage.read_bytes(record.uri))  # the same file dropped again (a retry upstream)
+    assert catalog.register_new() == []
+    assert not storage.exists(same)  # a duplicate of what is stored: dropped
+    other = synth.week(0, 25)
+    storage.write_bytes(same, storage.parquet_bytes(other))  # "corrected" in place upstream
+    assert catalog.register_new() == []
+    assert not storage.exists(same)
+    [kept] = storage.list_files(storage.join(catalog.landing, "rejected"), "*.parquet")
+    assert storage.read_bytes(kept) == storage.parquet_bytes(other)  # kept, with the reason beside it
+    reason = storage.read_bytes(f"{kept}.error.txt").decode()
+    assert f"batch {batch} is already registered (accepted) with other content" in reason
+    assert catalog.get(batch).status is BatchStatus.ACCEPTED
+    assert storage.read_bytes(catalog.get(batch).uri) == storage.read_bytes(record.uri)  # untouched
+
+
+def test_batches_registered_before_the_batches_zone_stay_where_their_record_says(
+    project: Any, synth: SimpleNamespace
+) -> None:
+    import dataclasses
+
+    catalog = project.catalog
+    [batch] = project.land([0], rows=20)
+    [record] = catalog.register_new()
+    legacy = storage.join(catalog.landing, f"{batch}.parquet")
+    storage.write_bytes(legacy, storage.read_bytes(record.uri))
+    _, version = storage.read_versioned(storage.join(catalog.records, f"{batch}.json"))
+    older = json.dumps(dataclasses.replace(record, uri=legacy).to_dict()).encode()
+    storage.replace_bytes(storage.join(catalog.records, f"{batch}.json"), older, version)
+    assert catalog.register_new() == []
+    assert storage.exists(legacy) and catalog.get(batch).uri == legacy
+    assert len(catalog.load([catalog.get(batch)])) == 20
 
 
 # -- windows and loading ------------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def test_catalog_round_trip_on_s3(s3: Any, synthetic_project: Callable[..., Any]
     assert [r.batch_id for r in records] == ids
     assert all(r.status is BatchStatus.LANDED and r.uri.startswith(f"s3://{BUCKET}/") for r in records)
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert {f"projects/synthetic/landing/{b}.parquet" for b in ids} <= keys
+    assert {f"projects/synthetic/batches/{b}.parquet" for b in ids} <= keys
     assert {f"projects/synthetic/catalog/{b}.json" for b in ids} <= keys
     for batch in ids:
         Catalog(project.config).accept(batch, {"success": True})
