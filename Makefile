@@ -90,6 +90,10 @@ bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 
 bench-gpu: install ## xgboost on the GPU vs the CPU for the same data, ~1M and 4M rows (needs an NVIDIA GPU)
 	$(BIN)/python bench/bench_gpu.py
 
+.PHONY: bench-catalog
+bench-catalog: install ## A step's catalog reads with 10 vs 500 weeks landed, on a real S3 server (SeaweedFS)
+	$(BIN)/python bench/bench_catalog.py
+
 .PHONY: bench-training
 bench-training: install ## Training in a container vs in process, demo size and ~1M rows (needs DOCKER_HOST and make trainer-image)
 	$(BIN)/python bench/bench_training.py
