@@ -410,7 +410,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             parts = steps.CycleParts.model_validate(
                 {
                     **{k: v for k, v in pulled.items() if v is not None},
-                    "planned": ti.xcom_pull("plan_training") is not None,
+                    "planned": ti.xcom_pull(task_ids="plan_training") is not None,
                 }
             )
             if parts.gate is None and alerts:  # a suppressed gate skipped its task: read what it recorded
