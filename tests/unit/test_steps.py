@@ -608,3 +608,22 @@ def test_signature_comes_from_the_schema_and_requirements_load_the_model(lifecyc
     requirements = Path(get_model_dependencies(lifecycle.first.training["model_uri"])).read_text()
     for package in ("scikit-learn==", "skops==", "pandas=="):
         assert package in requirements
+
+
+def test_promote_waits_for_the_projects_alias_lease_and_registers_nothing_without_it(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    from retrainer import locks
+    from retrainer.steps.registry import champion_lock
+
+    project = synthetic_project("leased")
+    project.land_and_accept(range(2))
+    training = steps.train(project.config, _tracking(), synth.cutoff_after(1), "c")
+    evaluation = steps.evaluate(project.config, _tracking(), training.run_id)
+    with (
+        locks.held(champion_lock(project.config), "a rollback by the on-call"),
+        pytest.raises(locks.LockTimeout, match="held by a rollback by the on-call"),
+    ):
+        steps.promote(project.config, _tracking(), training.run_id, evaluation, lock_wait_s=0.5)
+    assert _client().search_model_versions("name='leased'") == []
+    assert steps.promote(project.config, _tracking(), training.run_id, evaluation).version == "1"

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from retrainer import locks, storage
 from retrainer.promotion import Verdict, decide
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
 
@@ -73,8 +74,19 @@ class RollbackResult(StepResult):
     reason: str
 
 
+def champion_lock(config: ProjectConfig) -> str:
+    """The project's lease on its ``@champion`` alias: promote and rollback move it one at a time."""
+    return storage.join(config.data.root_uri, "locks", "champion.json")
+
+
 def promote(
-    config: ProjectConfig, tracking: Tracking, run_id: str, evaluation: Evaluation, dry_run: bool = False
+    config: ProjectConfig,
+    tracking: Tracking,
+    run_id: str,
+    evaluation: Evaluation,
+    dry_run: bool = False,
+    *,
+    lock_wait_s: float = 300.0,
 ) -> DecisionRecord:
     """Register the candidate as a new model version and move ``@champion`` to it only if it wins.
 
@@ -82,10 +94,16 @@ def promote(
     as the run artifact ``decision/decision.json``. A rejected version stays in the registry, tagged with why.
     With ``dry_run`` the decision is computed and logged on the run but nothing is registered.
 
+    The check that the champion is still the evaluated one and the alias move happen under the project's
+    lease on its alias (:func:`champion_lock`), so a rollback or another promotion cannot slip in between.
+
     Raises:
         RuntimeError: The champion moved since the evaluation (evaluate again).
+        LockTimeout: Another promotion or rollback of the project held the alias for longer than
+            ``lock_wait_s``.
     """
-    with tracking.active():
+    owner = locks.default_owner(f"promote of run {run_id}")
+    with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
         return _promote(config, tracking, run_id, evaluation, dry_run)
 
 
@@ -160,7 +178,12 @@ def _promote(
 
 
 def rollback(
-    config: ProjectConfig, tracking: Tracking, to_version: str | None = None, reason: str = "manual rollback"
+    config: ProjectConfig,
+    tracking: Tracking,
+    to_version: str | None = None,
+    reason: str = "manual rollback",
+    *,
+    lock_wait_s: float = 300.0,
 ) -> RollbackResult:
     """Move ``@champion`` back: to ``to_version``, or to the champion the current one replaced.
 
@@ -171,7 +194,8 @@ def rollback(
     """
     from mlflow.exceptions import MlflowException
 
-    with tracking.active():
+    owner = locks.default_owner("rollback")
+    with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
         client = tracking.client()
         current = champion_version(client, config)
         if current is None:
