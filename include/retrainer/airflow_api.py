@@ -182,7 +182,7 @@ class AirflowClient:
         response = self._request("POST", "/api/v2/pools", json=body, ok=(200, 201, 409))
         if response.status_code != 409:
             return response.json()
-        update = {"slots": slots, "description": description}
+        update = {"pool": name, "slots": slots, "description": description, "include_deferred": False}
         return self._request("PATCH", f"/api/v2/pools/{name}", json=update).json()
 
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:

@@ -1,13 +1,13 @@
 """The weekly DAG with the docker training backend, through the real scheduler and a real Docker engine.
 
-The trainer image of this checkout is built (``make trainer-image``), a real stack runs, and two project files
-share one registered model and one data folder:
+The trainer image of this checkout is built (``make trainer-image``), a real stack runs, and two project files,
+each with its registered model and data folder, train on the same demo weeks:
 
 - ``it_docker`` trains in the image with 2 CPUs and 2 GiB: the candidate becomes the champion, and its model
   version records the backend, the image and the image's id, as the engine reports them;
 - ``it_docker_oom`` trains in the same image with 96 MiB, far too little: the engine kills the container for
   memory, the task fails after its retries with exit code 137 and the trainer's last lines in its log, the
-  unfinished MLflow run is closed, and the registry is unchanged.
+  unfinished MLflow run is closed, nothing is registered for it and the other project's champion stays.
 
 Where no engine can run, these tests skip with the reason; in CI (``CI=true``) they fail instead.
 """
@@ -33,7 +33,7 @@ from .conftest import project_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 
-MODEL = "it_docker_model"
+MODEL, STARVED_MODEL = "it_docker_model", "it_docker_oom_model"
 FITS, STARVED = "it_docker", "it_docker_oom"
 WEEKS = demo.week_starts(demo.DEMO_START, 2)
 CUTOFF = demo.week_cutoff(WEEKS[-1]).isoformat()
@@ -48,10 +48,14 @@ def projects(trainer_image: str) -> Iterator[Path]:
     raw = yaml.safe_load(path.read_text())
     raw["training"] = {"backend": "docker", "image": trainer_image, "cpus": 2, "memory": "2g"}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    starved = {**raw, "name": STARVED, "training": {**raw["training"], "memory": "96m"}}
-    (path.parent / f"{STARVED}.yaml").write_text(yaml.safe_dump(starved, sort_keys=False))
+    # A project of its own (projects never share a registered model or a data root), on the same weeks.
+    starved = {**raw, "name": STARVED, "registered_model": STARVED_MODEL, "data": {"root_uri": str(root / "oom")}}
+    starved["training"] = {**raw["training"], "memory": "96m"}
+    starved_path = path.parent / f"{STARVED}.yaml"
+    starved_path.write_text(yaml.safe_dump(starved, sort_keys=False))
     shutil.copytree(REPO_ROOT / "great_expectations", root / "gx", ignore=shutil.ignore_patterns("uncommitted"))
-    demo.land_weeks(load_config(path), WEEKS[0], len(WEEKS))
+    for project in (path, starved_path):
+        demo.land_weeks(load_config(project), WEEKS[0], len(WEEKS))
     yield path.parent
     shutil.rmtree(root, ignore_errors=True)
 
@@ -129,7 +133,6 @@ def test_the_weekly_cycle_trains_in_the_container_and_records_the_image(
 def test_a_container_killed_for_memory_fails_the_task_and_leaves_the_registry_unchanged(
     client: AirflowClient, registry: Any, engine: Any
 ) -> None:
-    before = {v.version: v.current_stage for v in registry.search_model_versions(f"name='{MODEL}'")}
     champion = registry.get_model_version_by_alias(MODEL, "champion").version
     run_id, run = _run(client, STARVED)
     assert run["state"] == "failed"
@@ -140,8 +143,8 @@ def test_a_container_killed_for_memory_fails_the_task_and_leaves_the_registry_un
     log = client.task_log(f"retrain_{STARVED}", run_id, "train", try_number=3)
     assert "killed for memory (exit code 137, limit 96m)" in log, log[-4000:]
     assert "no model was registered" in log
-    # Nothing registered, the champion stays.
-    assert {v.version: v.current_stage for v in registry.search_model_versions(f"name='{MODEL}'")} == before
+    # Nothing registered; the other project's champion is untouched.
+    assert registry.search_model_versions(f"name='{STARVED_MODEL}'") == []
     assert registry.get_model_version_by_alias(MODEL, "champion").version == champion
     # A run the trainer had started before it was killed is closed, saying why (none if it died earlier).
     experiment = registry.get_experiment_by_name(STARVED)

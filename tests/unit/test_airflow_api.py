@@ -46,3 +46,25 @@ def test_a_task_that_pushed_no_xcom_reads_as_none_but_an_unknown_run_fails() -> 
     client, _ = _client([(404, unknown_run)])
     with pytest.raises(AirflowApiError, match="404"):
         client.xcom("retrain_x", "nope", "train")
+
+
+def test_a_pool_that_exists_is_updated_with_the_whole_body_the_api_wants() -> None:
+    bodies: list[tuple[str, dict]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        import json
+
+        bodies.append((request.method, json.loads(request.content)))
+        if request.method == "POST":
+            return httpx.Response(409, json={"detail": "exists"})
+        return httpx.Response(200, json={"name": "retrainer_x", "slots": 1})
+
+    client = AirflowClient("http://airflow", "admin", "pw")
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(handle))
+    assert client.ensure_pool("retrainer_x", 1, "data steps of x")["slots"] == 1
+    assert bodies[1] == (
+        "PATCH",
+        {"pool": "retrainer_x", "slots": 1, "description": "data steps of x", "include_deferred": False},
+    )
