@@ -231,6 +231,35 @@ def context_with_suite(folder: Path, name: str) -> Path:
     return root
 
 
+def race_to_register_and_accept(config: ProjectConfig, batch_ids: list[str], workers: int = 8) -> None:
+    """``workers`` threads, each with its own Catalog, register the landed batches and accept them all at once,
+    as the drift monitor and the weekly cycle do on two machines; then checks that nothing was lost."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retrainer.catalog import BatchStatus, Catalog, CatalogError
+
+    def ingest_and_accept(worker: int) -> None:
+        catalog = Catalog(config)
+        catalog.register_new()
+        for batch in batch_ids:
+            with contextlib.suppress(CatalogError):  # not registered yet by anyone: the next round gets it
+                catalog.accept(batch, {"success": True, "summary": f"worker {worker}"})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(ingest_and_accept, range(workers)))
+    catalog = Catalog(config)
+    records = {r.batch_id: r for r in catalog.all()}
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    assert sorted(records) == sorted(batch_ids)
+    assert {r.status for r in records.values()} == {BatchStatus.ACCEPTED}
+    assert catalog.pending(far) == []
+    assert [r.batch_id for r in catalog.window(far, len(batch_ids))] == sorted(batch_ids)
+    validated_at = {batch: catalog.get(batch).validated_at for batch in batch_ids}
+    ingest_and_accept(99)  # accepting again changes nothing
+    assert {batch: catalog.get(batch).validated_at for batch in batch_ids} == validated_at
+
+
 @pytest.fixture(scope="session")
 def synth() -> SimpleNamespace:
     """The synthetic feed's helpers, for tests (test modules do not import conftest)."""
@@ -243,6 +272,7 @@ def synth() -> SimpleNamespace:
         make_project=make_synthetic_project,
         land_weeks=land_weeks,
         context_with_suite=context_with_suite,
+        race_to_register_and_accept=race_to_register_and_accept,
         region_effect=dict(REGION_EFFECT),
         flights_config=FLIGHTS_CONFIG,
     )

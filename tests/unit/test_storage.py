@@ -259,10 +259,11 @@ def test_create_bytes_creates_once_and_never_overwrites(root: str) -> None:
     assert storage.read_bytes(uri) == b"first"
 
 
-def test_create_bytes_lets_exactly_one_of_racing_writers_win(root: str) -> None:
+def test_create_bytes_lets_exactly_one_of_racing_writers_win(tmp_path: Path) -> None:
+    # A real folder (moto is not safe for threads; the production tier races a real S3 server).
     from concurrent.futures import ThreadPoolExecutor
 
-    uri = storage.join(root, "race.json")
+    uri = storage.join(str(tmp_path), "race.json")
     with ThreadPoolExecutor(8) as pool:
         won = list(pool.map(lambda i: storage.create_bytes(uri, f"writer {i}".encode()), range(16)))
     assert won.count(True) == 1

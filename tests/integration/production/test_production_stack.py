@@ -206,6 +206,20 @@ def test_the_stack_is_up_and_each_machine_sees_only_its_own(
     assert {port for _, port in beyond} <= {trigger_log_port}, f"listening beyond the bridge: {sorted(beyond)}"
 
 
+def test_racing_writers_on_the_real_s3_server_lose_nothing(
+    production: ProductionStack, platform_s3: dict[str, str], synth: Any, tmp_path: Path
+) -> None:
+    """Conditional writes as SeaweedFS honours them: one create wins, no catalog update is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = f"s3://{DATA_BUCKET}/races/lease.json"
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: storage.create_bytes(uri, f"writer {i}".encode()), range(16)))
+    assert won.count(True) == 1 and storage.read_bytes(uri) == f"writer {won.index(True)}".encode()
+    project = synth.make_project(tmp_path, "races", root_uri=f"s3://{DATA_BUCKET}/races/catalog")
+    synth.race_to_register_and_accept(project.config, project.land(range(6), rows=20))
+
+
 # -- the weekly cycle ----------------------------------------------------------------------------------------
 def test_the_weekly_cycle_runs_on_both_workers_with_data_and_artifacts_on_s3(
     production: ProductionStack, client: AirflowClient, registry: Any, config: Any
