@@ -1,0 +1,277 @@
+"""Candidate against champion on the same held-out rows: the paired difference of a metric, with an interval.
+
+Both models score the identical rows, so what varies between two evaluations is which rows happened to be held
+out. A paired bootstrap resamples those rows (or groups of rows, when rows within a group are not independent,
+e.g. the flights of one hour share its weather), recomputes both models' metric on each resample, and takes the
+percentile interval of the difference and of the relative improvement. Numpy only, vectorised, seeded: the same
+inputs give the same interval.
+
+Metrics that are sums over rows (rmse, mae, r2, accuracy, log_loss, f1) are recomputed from per-unit sums
+weighted by each resample's counts, a matrix product; roc_auc, which is not, is recomputed per resample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+# Cost bound: a resample of n units costs n; past this many unit-resamples, fewer resamples are drawn.
+MAX_UNIT_RESAMPLES = 200_000_000
+MIN_RESAMPLES = 200
+CHUNK_CELLS = 20_000_000  # resample counts held in memory at once (160 MB of float64)
+
+
+class MetricComparison(BaseModel):
+    """One metric of candidate and champion on the same rows, and their paired difference with its interval.
+
+    Attributes:
+        metric: The metric's name.
+        greater_is_better: Its direction.
+        candidate: The candidate's value on all held-out rows.
+        champion: The champion's.
+        difference: ``candidate - champion``, in the metric's unit.
+        difference_low: Lower end of the interval of the difference.
+        difference_high: Upper end.
+        improvement: Relative improvement of the candidate (positive: better), ``difference / |champion|``
+            signed by the metric's direction.
+        improvement_low: Lower end of its interval (the candidate is at least this much better).
+        improvement_high: Upper end.
+        confidence: The intervals' level, e.g. 0.95.
+        resamples: Bootstrap resamples drawn.
+        units: How many units were resampled (rows, or groups).
+        unit: ``row`` or the name of the grouping column.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str
+    greater_is_better: bool
+    candidate: float
+    champion: float
+    difference: float
+    difference_low: float
+    difference_high: float
+    improvement: float
+    improvement_low: float
+    improvement_high: float
+    confidence: float
+    resamples: int
+    units: int
+    unit: str
+
+    def interval_text(self) -> str:
+        """``-2.1 [95% CI -2.6, -1.5]``: the difference and its interval, in the metric's unit."""
+        return (
+            f"{self.difference:+.3g} [{self.confidence:.0%} CI {self.difference_low:+.3g}, "
+            f"{self.difference_high:+.3g}]"
+        )
+
+
+Task = Literal["regression", "binary_classification"]
+
+
+def _relative(candidate: NDArray[np.float64], champion: NDArray[np.float64], higher: bool) -> NDArray[np.float64]:
+    """Relative improvement (positive: better); an exact-zero champion has no scale, so the absolute gain."""
+    gain = candidate - champion if higher else champion - candidate
+    scale = np.abs(champion)
+    return np.where(scale > 0, gain / np.where(scale > 0, scale, 1.0), gain)
+
+
+def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], int]:
+    """The unit of each row (its group's code, or the row itself) and how many units there are."""
+    if groups is None:
+        return np.arange(n), n
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    return codes.astype(np.int64), int(codes.max()) + 1 if n else 0
+
+
+def _sums(unit: NDArray[np.int64], units: int, columns: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Per-unit sums of each column (units by columns)."""
+    return np.stack([np.bincount(unit, weights=values, minlength=units) for values in columns.values()], axis=1)
+
+
+def _metric_from_sums(name: str, s: dict[str, NDArray[np.float64]], side: str) -> NDArray[np.float64]:
+    """A metric from (weighted) sums over rows; ``side`` is ``c`` (candidate) or ``h`` (champion)."""
+    n = s["n"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "rmse":
+            return np.sqrt(s[f"se_{side}"] / n)
+        if name == "mae":
+            return s[f"ae_{side}"] / n
+        if name == "r2":
+            total = s["y2"] - s["y"] ** 2 / n
+            return 1.0 - s[f"se_{side}"] / total
+        if name == "accuracy":
+            return s[f"ok_{side}"] / n
+        if name == "log_loss":
+            return s[f"ll_{side}"] / n
+        if name == "f1":
+            tp, fp, fn = s[f"tp_{side}"], s[f"fp_{side}"], s[f"fn_{side}"]
+            return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    raise ValueError(f"no bootstrap for metric {name!r}")
+
+
+def _row_columns(
+    task: Task, y: NDArray[np.float64], c: NDArray[np.float64], h: NDArray[np.float64]
+) -> dict[str, NDArray[np.float64]]:
+    """The per-row quantities the decomposable metrics are sums of."""
+    columns = {"n": np.ones_like(y)}
+    if task == "regression":
+        columns |= {"y": y, "y2": y * y, "se_c": (c - y) ** 2, "se_h": (h - y) ** 2}
+        columns |= {"ae_c": np.abs(c - y), "ae_h": np.abs(h - y)}
+        return columns
+    for side, p in (("c", c), ("h", h)):
+        clipped = np.clip(p, 1e-15, 1 - 1e-15)
+        label = p >= 0.5
+        columns[f"ll_{side}"] = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+        columns[f"ok_{side}"] = (label == (y == 1)).astype(float)
+        columns[f"tp_{side}"] = (label & (y == 1)).astype(float)
+        columns[f"fp_{side}"] = (label & (y == 0)).astype(float)
+        columns[f"fn_{side}"] = (~label & (y == 1)).astype(float)
+    return columns
+
+
+def _auc(y: NDArray[np.float64], p: NDArray[np.float64]) -> float:
+    """ROC AUC with ties counted half (the Mann-Whitney statistic), NaN with a single class."""
+    from scipy.stats import rankdata
+
+    positives = y == 1
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(p)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def compare(
+    metrics: dict[str, bool],
+    task: Task,
+    y_true: ArrayLike,
+    candidate: ArrayLike,
+    champion: ArrayLike,
+    *,
+    groups: ArrayLike | None = None,
+    unit: str = "row",
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, MetricComparison]:
+    """The paired bootstrap of each metric's difference between candidate and champion.
+
+    Args:
+        metrics: Metric name -> whether greater is better.
+        task: ``regression`` or ``binary_classification`` (predictions are then P(class 1)).
+        y_true: The held-out targets.
+        candidate: The candidate's predictions on those rows.
+        champion: The champion's predictions on the same rows, in the same order.
+        groups: A group per row: groups are resampled whole (None: rows).
+        unit: Name of the grouping (for the record).
+        resamples: Bootstrap resamples (fewer on very large inputs, at least 200; see MAX_UNIT_RESAMPLES).
+        confidence: Level of the percentile intervals.
+        seed: Seed of the resampling.
+
+    Raises:
+        ValueError: Inputs of different lengths, no rows, or a metric that cannot be computed on them.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    h = np.asarray(champion, dtype=np.float64)
+    if not (len(y) == len(c) == len(h)) or (groups is not None and len(np.asarray(groups)) != len(y)):
+        raise ValueError("targets, both models' predictions and groups must have one value per held-out row")
+    if len(y) == 0:
+        raise ValueError("no held-out rows to compare the models on")
+    unit_of, units = _units(groups, len(y))
+    draws = max(MIN_RESAMPLES, min(resamples, MAX_UNIT_RESAMPLES // max(units, 1)))
+    tails = ((1 - confidence) / 2, (1 + confidence) / 2)
+    decomposable = [m for m in metrics if m != "roc_auc"]
+    columns = _row_columns(task, y, c, h)
+    per_unit = _sums(unit_of, units, columns)
+    full = dict(zip(columns, per_unit.sum(axis=0)[:, None], strict=True))
+    rows = (
+        [np.flatnonzero(unit_of == u) for u in range(units)]
+        if groups is not None and "roc_auc" in metrics
+        else None
+    )
+    boot_sums: list[NDArray[np.float64]] = []
+    boot_auc: list[tuple[float, float]] = []
+    for counts in _resample_counts(np.random.default_rng(seed), units, draws):
+        if decomposable:
+            boot_sums.append(counts @ per_unit)
+        for row_counts in counts if "roc_auc" in metrics else ():
+            index = np.repeat(np.arange(units), row_counts.astype(np.int64))
+            if rows is not None:
+                index = np.concatenate([rows[u] for u in index])
+            boot_auc.append((_auc(y[index], c[index]), _auc(y[index], h[index])))
+    results: dict[str, MetricComparison] = {}
+    if decomposable:
+        boot = dict(zip(columns, np.concatenate(boot_sums).T, strict=True))
+        for name in decomposable:
+            point = (_metric_from_sums(name, full, "c")[0], _metric_from_sums(name, full, "h")[0])
+            sample = (_metric_from_sums(name, boot, "c"), _metric_from_sums(name, boot, "h"))
+            results[name] = _summarise(name, metrics[name], point, sample, tails, confidence, draws, units, unit)
+    if "roc_auc" in metrics:
+        point = (_auc(y, c), _auc(y, h))
+        sample = (np.array([a for a, _ in boot_auc]), np.array([b for _, b in boot_auc]))
+        results["roc_auc"] = _summarise(
+            "roc_auc", metrics["roc_auc"], point, sample, tails, confidence, draws, units, unit
+        )
+    return results
+
+
+def _resample_counts(rng: np.random.Generator, units: int, draws: int) -> Iterator[NDArray[np.float64]]:
+    """How often each unit is drawn in each resample (draws by units, in chunks that fit in memory)."""
+    chunk = max(1, CHUNK_CELLS // max(units, 1))
+    for start in range(0, draws, chunk):
+        size = min(chunk, draws - start)
+        counts = np.empty((size, units), dtype=np.float64)
+        for row in range(size):  # drawing indices and counting them is faster than rng.multinomial
+            counts[row] = np.bincount(rng.integers(0, units, units), minlength=units)
+        yield counts
+
+
+def _summarise(
+    name: str,
+    higher: bool,
+    point: tuple[float, float],
+    boot: tuple[NDArray[np.float64], NDArray[np.float64]],
+    tails: tuple[float, float],
+    confidence: float,
+    draws: int,
+    units: int,
+    unit: str,
+) -> MetricComparison:
+    candidate, champion = float(point[0]), float(point[1])
+    if not (math.isfinite(candidate) and math.isfinite(champion)):
+        raise ValueError(
+            f"{name} cannot be computed on the held-out rows (for roc_auc both classes must be present)"
+        )
+    difference = boot[0] - boot[1]
+    improvement = _relative(boot[0], boot[1], higher)
+    finite = np.isfinite(difference) & np.isfinite(improvement)  # a resample with one class has no roc_auc
+    if finite.sum() < draws / 2:
+        raise ValueError(f"{name} cannot be computed on most resamples of the {units} held-out units")
+    diff_low, diff_high = np.quantile(difference[finite], tails)
+    imp_low, imp_high = np.quantile(improvement[finite], tails)
+    return MetricComparison(
+        metric=name,
+        greater_is_better=higher,
+        candidate=candidate,
+        champion=champion,
+        difference=candidate - champion,
+        difference_low=float(diff_low),
+        difference_high=float(diff_high),
+        improvement=float(_relative(np.array(candidate), np.array(champion), higher)),
+        improvement_low=float(imp_low),
+        improvement_high=float(imp_high),
+        confidence=confidence,
+        resamples=draws,
+        units=units,
+        unit=unit,
+    )
