@@ -43,7 +43,7 @@ run: install ## Start Airflow + MLflow, replay the demo weeks, land a drifted we
 	$(BIN)/retrainer demo land --config $(CONFIG) --weeks $(WEEKS) --corrupt-week $(CORRUPT_WEEK)
 	$(BIN)/retrainer demo replay --config $(CONFIG)
 	$(BIN)/retrainer demo drift --config $(CONFIG) --week $(DRIFT_WEEK)
-	$(BIN)/retrainer report --config $(CONFIG)
+	$(BIN)/retrainer report --config $(CONFIG) --reasons
 	$(BIN)/retrainer stack status
 
 .PHONY: up

@@ -59,8 +59,9 @@ run processes the batches whose period ended by its cutoff (the cron tick, or th
    Kubernetes pod): a candidate on the newest {window} accepted batches, holding out the newest
    {holdout:.0%} of rows. Only its MLflow run id comes back.
 5. **evaluate** scores candidate and champion on the same held-out rows ({metric}).
-6. **promote** registers the candidate; `@champion` moves to it only if it is at least
-   {margin:.1%} better. The decision and its reason are tags on the model version.
+6. **promote** registers the candidate; `@champion` moves to it only if the paired bootstrap of the held-out
+   rows shows it better ({rule}: {rule_text}). The decision, the difference with its interval and the
+   reason are tags on the model version.
 7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table) and sends the
    project's metrics.
 
@@ -229,6 +230,15 @@ def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
     return ingested, validated, drift(snapshot, ingested, validated)
 
 
+def _rule_text(project: ProjectConfig) -> str:
+    """The promotion rule in words, for the DAG's documentation."""
+    rule = project.promotion
+    level = f"{rule.confidence:.0%} interval"
+    if rule.rule == "superiority":
+        return f"the {level}'s lower bound must be at least a {rule.min_improvement:.1%} improvement"
+    return f"promoted unless the {level} allows it to be more than {rule.margin:.1%} worse"
+
+
 def _failure_callbacks(project: ProjectConfig) -> list[Any]:
     """One e-mail per failed run to the project's ``notifications.on_failure``, if any."""
     notify = project.notifications
@@ -274,7 +284,8 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             image=project.training.image,
             holdout=project.holdout.fraction,
             metric=project.metric.name,
-            margin=project.promotion.min_improvement,
+            rule=project.promotion.rule,
+            rule_text=_rule_text(project),
             pool=pool,
         ),
         params={

@@ -306,8 +306,9 @@ def _fmt(value: Any) -> str:
 def report(
     config: ConfigOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Add each decision's reason.")] = False,
 ) -> None:
-    """Show one line per cycle: week, validation, drift share, champion and candidate metric, decision."""
+    """Show one line per cycle: week, validation, drift share, both scores, their difference, decision."""
     from retrainer import steps
 
     project = _load(config)
@@ -324,19 +325,24 @@ def report(
         "drift share",
         f"champion {metric}",
         f"candidate {metric}",
+        f"difference [{project.promotion.confidence:.0%} CI]",
         "decision",
     ):
         table.add_column(column)
+    if reasons:
+        table.add_column("reason", overflow="fold")
     for row in rows:
-        table.add_row(
+        cells = [
             row.week,
             row.trigger,
             row.validation,
             _fmt(row.drift_share),
             _fmt(row.champion),
             _fmt(row.candidate),
+            row.difference.replace(f" [{project.promotion.confidence:.0%} CI ", " ["),
             row.decision,
-        )
+        ]
+        table.add_row(*cells, *([row.reason] if reasons else []))
     out.print(table)
 
 

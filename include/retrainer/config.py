@@ -157,18 +157,60 @@ class MetricConfig(_Strict):
         return METRICS[self.name][1]
 
 
+class MetricThreshold(_Strict):
+    """Conditions on one more metric besides the primary one, checked on the same held-out rows (as TFX has them).
+
+    Attributes:
+        floor: Absolute bound the candidate must meet (a maximum for a metric to minimise, a minimum for one to
+            maximise); also for a first model.
+        max_degradation: The candidate may be worse than the champion by at most this fraction (0.02: 2%).
+        must_improve: The candidate must be better than the champion.
+    """
+
+    floor: float | None = None
+    max_degradation: float | None = Field(default=None, ge=0.0)
+    must_improve: bool = False
+
+
 class PromotionConfig(_Strict):
     """When a candidate replaces the champion.
 
+    Candidate and champion are scored on the same held-out rows; a paired bootstrap of the rows (or of groups of
+    rows, ``group_by``) gives an interval of the candidate's relative improvement on the primary metric.
+
     Attributes:
-        min_improvement: Relative improvement over the champion's metric on the same held-out rows that a
-            candidate needs (0.01 = 1 % better).
-        floor: Absolute bound the first model must meet when there is no champion yet (a maximum for a
-            metric to minimise, a minimum for one to maximise). None accepts any first model.
+        rule: ``superiority``: promote only if the interval's lower bound reaches ``min_improvement`` (and is
+            above zero); ``non_inferiority``: promote the fresher model unless it may be worse than the champion
+            by more than ``margin`` (the interval's lower bound is below ``-margin``).
+        min_improvement: Relative improvement the candidate must be shown to have (0.01 = 1 % better).
+        margin: Relative loss a fresher model may have (non_inferiority).
+        confidence: Level of the intervals (0.95).
+        resamples: Bootstrap resamples (fewer on very large holdouts; at least 200).
+        seed: Seed of the bootstrap: the same rows give the same interval.
+        group_by: A column whose rows are resampled together because they are not independent (e.g. a day, an
+            hour, a customer); None resamples rows.
+        floor: Absolute bound on the primary metric for every candidate, the first model included (a maximum
+            for a metric to minimise, a minimum for one to maximise). None: no bound.
+        secondary: Floors and change thresholds on other metrics of the task, by name.
     """
 
+    rule: Literal["superiority", "non_inferiority"] = "superiority"
     min_improvement: float = Field(default=0.0, ge=0.0)
+    margin: float = Field(default=0.0, ge=0.0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    resamples: int = Field(default=1000, ge=200, le=100_000)
+    seed: int = 0
+    group_by: str | None = None
     floor: float | None = None
+    secondary: dict[str, MetricThreshold] = Field(default_factory=dict)
+
+    @field_validator("secondary")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, MetricThreshold]) -> dict[str, MetricThreshold]:
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
+        return value
 
 
 class DriftConfig(_Strict):
@@ -429,6 +471,14 @@ class ProjectConfig(_Strict):
         for key in self.drift.key_features:
             if key not in self.features:
                 raise ValueError(f"drift.key_features: {key!r} is not a feature")
+        promotion = self.promotion
+        if promotion.group_by is not None and promotion.group_by not in schema.columns:
+            raise ValueError(f"promotion.group_by: {promotion.group_by!r} is not in schema.columns")
+        for name in promotion.secondary:
+            if self.task not in METRICS[name][0]:
+                raise ValueError(f"promotion.secondary: {name!r} does not apply to task {self.task.value!r}")
+            if name == self.metric.name:
+                raise ValueError(f"promotion.secondary: {name!r} is the primary metric; use promotion's own rule")
         if self.training.device == "cuda" and not self.estimator_class.startswith("xgboost."):
             raise ValueError(f"training.device: cuda needs an xgboost estimator, not {self.estimator_class}")
         kubernetes = self.training.kubernetes

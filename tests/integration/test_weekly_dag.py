@@ -128,7 +128,7 @@ def test_worse_candidate_is_rejected_and_champion_stays(client: AirflowClient, r
     assert _champion(registry).version == "2"
     rejected = registry.get_model_version(MODEL, "3")
     assert rejected.tags["retrainer.decision"] == "rejected"
-    assert "short of the required" in rejected.tags["retrainer.reason"]
+    assert "does not clear the required" in rejected.tags["retrainer.reason"]
     assert "champion" not in (rejected.aliases or [])
     artifact = registry.download_artifacts(rejected.run_id, "decision/decision.json")
     assert json.loads(Path(artifact).read_text())["verdict"] == "rejected"

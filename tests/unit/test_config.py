@@ -190,6 +190,25 @@ INVALID = {
     "typo in a section": (lambda d: d["holdout"].update(fracton=0.5), ["holdout.fracton", "Extra inputs"]),
     "holdout fraction out of range": (lambda d: d["holdout"].update(fraction=1.5), ["holdout.fraction"]),
     "negative margin": (lambda d: d["promotion"].update(min_improvement=-0.1), ["promotion.min_improvement"]),
+    "unknown promotion rule": (lambda d: d["promotion"].update(rule="beats"), ["promotion.rule", "superiority"]),
+    "confidence out of range": (lambda d: d["promotion"].update(confidence=1.2), ["promotion.confidence"]),
+    "too few resamples": (lambda d: d["promotion"].update(resamples=10), ["promotion.resamples"]),
+    "group_by not a column": (
+        lambda d: d["promotion"].update(group_by="day"),
+        ["promotion.group_by: 'day' is not in schema.columns"],
+    ),
+    "unknown secondary metric": (
+        lambda d: d["promotion"].update(secondary={"mape": {"floor": 1}}),
+        ["promotion.secondary", "unknown metric 'mape'"],
+    ),
+    "secondary metric not for the task": (
+        lambda d: d["promotion"].update(secondary={"f1": {"floor": 0.5}}),
+        ["promotion.secondary: 'f1' does not apply to task 'regression'"],
+    ),
+    "secondary metric is the primary": (
+        lambda d: d["promotion"].update(secondary={"rmse": {"must_improve": True}}),
+        ["promotion.secondary: 'rmse' is the primary metric"],
+    ),
     "class without module": (lambda d: d["estimator"].update({"class": "Ridge"}), ["estimator.class", "'Ridge'"]),
     "bad project name": (lambda d: d.update(name="Synthetic-Sales"), ["name:", "pattern"]),
     "blank root uri": (lambda d: d["data"].update(root_uri="  "), ["data.root_uri", "must not be empty"]),

@@ -1,4 +1,8 @@
-"""Unit tests of retrainer.promotion: the gate that decides whether a candidate replaces the champion."""
+"""Unit tests of retrainer.promotion: the gate that decides whether a candidate replaces the champion.
+
+The gate gets the paired comparison of the two models (the difference with its interval); here the comparisons
+are written out, so every case states exactly what the held-out rows showed.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,66 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from retrainer.config import ProjectConfig, parse_config
+from retrainer.comparison import MetricComparison
+from retrainer.config import METRICS, ProjectConfig, parse_config
 from retrainer.promotion import Decision, Verdict, decide, relative_improvement
 
 
 @pytest.fixture
 def project(synth: SimpleNamespace, tmp_path: Path) -> Callable[..., ProjectConfig]:
-    """``project(metric, min_improvement=..., floor=...)``: a synthetic config for that metric."""
+    """``project(metric, **promotion)``: a synthetic config for that metric and promotion section."""
 
-    def make(metric: str = "rmse", *, min_improvement: float = 0.0, floor: float | None = None) -> ProjectConfig:
+    def make(metric: str = "rmse", **promotion: Any) -> ProjectConfig:
         task = "regression" if metric in {"rmse", "mae", "r2"} else "binary_classification"
-        document = synth.config_dict(task=task, metric=metric, min_improvement=min_improvement, floor=floor)
+        document = synth.config_dict(task=task, metric=metric)
+        document["promotion"] = promotion
         return parse_config(document, tmp_path)
 
     return make
 
 
+def compared(
+    metric: str,
+    candidate: float,
+    champion: float,
+    improvement: tuple[float, float, float],
+    confidence: float = 0.95,
+) -> dict[str, MetricComparison]:
+    """What the bootstrap would have found: point and interval of the relative improvement (positive: better)."""
+    higher = METRICS[metric][1]
+    point, low, high = improvement
+    sign = 1 if higher else -1
+    scale = abs(champion) or 1.0
+    return {
+        metric: MetricComparison(
+            metric=metric,
+            greater_is_better=higher,
+            candidate=candidate,
+            champion=champion,
+            difference=candidate - champion,
+            difference_low=min(sign * low * scale, sign * high * scale),
+            difference_high=max(sign * low * scale, sign * high * scale),
+            improvement=point,
+            improvement_low=low,
+            improvement_high=high,
+            confidence=confidence,
+            resamples=1000,
+            units=1200,
+            unit="row",
+        )
+    }
+
+
 # -- first model --------------------------------------------------------------------------------------------
 def test_first_model_without_floor_is_promoted(project: Callable[..., ProjectConfig]) -> None:
-    decision = decide(project("rmse"), candidate=123.0, champion=None)
+    decision = decide(project("rmse"), {"rmse": 123.0})
     assert decision.promoted and decision.verdict is Verdict.PROMOTE
     assert decision.reason == "first model: rmse 123"
-    assert decision.relative_improvement is None and decision.champion is None
+    assert decision.relative_improvement is None and decision.champion is None and decision.comparison is None
 
 
 @pytest.mark.parametrize(
@@ -48,7 +87,7 @@ def test_first_model_without_floor_is_promoted(project: Callable[..., ProjectCon
 def test_first_model_must_meet_the_floor_in_the_metric_direction(
     project: Callable[..., ProjectConfig], metric: str, floor: float, candidate: float, promoted: bool
 ) -> None:
-    decision = decide(project(metric, floor=floor), candidate=candidate, champion=None)
+    decision = decide(project(metric, floor=floor), {metric: candidate})
     assert decision.promoted is promoted
     assert decision.floor == floor
     if promoted:
@@ -58,96 +97,138 @@ def test_first_model_must_meet_the_floor_in_the_metric_direction(
         assert f"misses the floor ({bound} {floor:.4g})" in decision.reason
 
 
-def test_first_model_reason_mentions_a_floor_of_zero(project: Callable[..., ProjectConfig]) -> None:
-    decision = decide(project("r2", floor=0.0), candidate=0.4, champion=None)
+def test_a_first_model_must_meet_the_secondary_floors_too(project: Callable[..., ProjectConfig]) -> None:
+    config = project("rmse", secondary={"mae": {"floor": 10.0}, "r2": {"floor": 0.5}})
+    good = decide(config, {"rmse": 12.0, "mae": 9.0, "r2": 0.7})
+    assert good.promoted and "mae 9 meets its floor 10" in good.reason
+    bad = decide(config, {"rmse": 12.0, "mae": 9.0, "r2": 0.4})
+    assert not bad.promoted and "r2 0.4 misses its floor (at least 0.5)" in bad.reason
+    [mae, r2] = bad.secondary
+    assert mae.passed and not r2.passed
+
+
+# -- superiority: the interval's lower bound must reach the required improvement -----------------------------
+def test_superiority_promotes_when_the_lower_bound_clears_the_requirement(
+    project: Callable[..., ProjectConfig],
+) -> None:
+    config = project("rmse", min_improvement=0.01)
+    comparisons = compared("rmse", 19.6, 21.7, (0.097, 0.069, 0.120))
+    decision = decide(config, {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons)
     assert decision.promoted
-    assert "floor" in decision.reason
+    assert decision.reason == (
+        "rmse 19.6 vs 21.7 of v1: -2.1 [95% CI -2.6, -1.5], an improvement of +9.7% [95% CI +6.9%, +12.0%] "
+        "clears the required 1.0%"
+    )
+    assert decision.comparison == comparisons["rmse"] and decision.relative_improvement == pytest.approx(0.097)
 
 
-# -- candidate against champion -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("metric", "candidate", "champion", "promoted"),
+    ("improvement", "promoted"),
     [
-        ("rmse", 8.0, 10.0, True),  # 20 % lower error
-        ("rmse", 9.5, 10.0, False),  # 5 % is short of 10 %
-        ("rmse", 12.0, 10.0, False),  # worse
-        ("roc_auc", 0.92, 0.8, True),  # 15 % higher
-        ("roc_auc", 0.82, 0.8, False),  # 2.5 % is short of 10 %
-        ("roc_auc", 0.7, 0.8, False),  # worse
+        ((0.05, 0.011, 0.09), True),
+        ((0.05, 0.009, 0.09), False),  # better on the point estimate, but not shown to be 1% better
+        ((0.004, -0.012, 0.02), False),  # noise: the interval includes no improvement
+        ((-0.03, -0.05, -0.01), False),  # worse
     ],
 )
-def test_candidate_needs_the_relative_margin_in_the_metric_direction(
-    project: Callable[..., ProjectConfig], metric: str, candidate: float, champion: float, promoted: bool
+def test_superiority_decides_on_the_lower_bound_not_the_point_estimate(
+    project: Callable[..., ProjectConfig], improvement: tuple[float, float, float], promoted: bool
 ) -> None:
-    decision = decide(project(metric, min_improvement=0.1), candidate, champion, champion_version="3")
+    comparisons = compared("roc_auc", 0.84, 0.8, improvement)
+    decision = decide(
+        project("roc_auc", min_improvement=0.01), {"roc_auc": 0.84}, {"roc_auc": 0.8}, "2", comparisons
+    )
     assert decision.promoted is promoted
-    expected_gain = (candidate - champion if metric == "roc_auc" else champion - candidate) / champion
-    assert decision.relative_improvement == pytest.approx(expected_gain)
-    assert "champion v3" in decision.reason
-    assert ("beats the required" if promoted else "is short of the required") in decision.reason
+    assert ("clears" if promoted else "does not clear") in decision.reason
 
 
-@pytest.mark.parametrize(("metric", "candidate", "champion"), [("rmse", 0.75, 1.0), ("roc_auc", 0.625, 0.5)])
-def test_improvement_exactly_at_the_margin_is_promoted(
-    project: Callable[..., ProjectConfig], metric: str, candidate: float, champion: float
+def test_superiority_without_margin_still_needs_a_lower_bound_above_zero(
+    project: Callable[..., ProjectConfig],
 ) -> None:
-    # Binary fractions: the relative improvement is exactly 0.25.
-    decision = decide(project(metric, min_improvement=0.25), candidate, champion, "1")
-    assert decision.relative_improvement == 0.25
-    assert decision.promoted
+    config = project("rmse")  # min_improvement 0
+    tie = compared("rmse", 10.0, 10.0, (0.0, 0.0, 0.0))
+    assert not decide(config, {"rmse": 10.0}, {"rmse": 10.0}, "1", tie).promoted
+    shown = compared("rmse", 9.9, 10.0, (0.01, 0.001, 0.02))
+    assert decide(config, {"rmse": 9.9}, {"rmse": 10.0}, "1", shown).promoted
 
 
-def test_improvement_of_exactly_one_percent_in_decimal_is_promoted(project: Callable[..., ProjectConfig]) -> None:
-    decision = decide(project("rmse", min_improvement=0.01), candidate=9.9, champion=10.0, champion_version="1")
-    assert decision.promoted
-
-
-@pytest.mark.parametrize("metric", ["rmse", "roc_auc"])
-@pytest.mark.parametrize("margin", [0.0, 0.01])
-def test_equal_scores_are_rejected_even_without_margin(
-    project: Callable[..., ProjectConfig], metric: str, margin: float
+# -- non-inferiority: promote the fresher model unless it may be worse by more than the margin ---------------
+@pytest.mark.parametrize(
+    ("improvement", "promoted", "says"),
+    [
+        ((0.0, -0.015, 0.015), True, "is within the allowed 2.0% loss"),
+        ((-0.005, -0.019, 0.01), True, "is within the allowed 2.0% loss"),
+        ((-0.01, -0.03, 0.01), False, "may be worse by more than the allowed 2.0%"),
+    ],
+)
+def test_non_inferiority_allows_a_bounded_loss(
+    project: Callable[..., ProjectConfig], improvement: tuple[float, float, float], promoted: bool, says: str
 ) -> None:
-    decision = decide(project(metric, min_improvement=margin), 0.8, 0.8, "2")
+    config = project("rmse", rule="non_inferiority", margin=0.02)
+    comparisons = compared("rmse", 10.0, 10.0, improvement)
+    decision = decide(config, {"rmse": 10.0}, {"rmse": 10.0}, "3", comparisons)
+    assert decision.promoted is promoted and says in decision.reason
+    assert decision.rule == "non_inferiority" and decision.margin == 0.02
+
+
+# -- floors and secondary change thresholds, for every candidate ----------------------------------------------
+def test_a_candidate_beyond_the_floor_is_rejected_even_when_better(project: Callable[..., ProjectConfig]) -> None:
+    comparisons = compared("rmse", 45.0, 50.0, (0.1, 0.08, 0.12))
+    decision = decide(project("rmse", floor=40.0), {"rmse": 45.0}, {"rmse": 50.0}, "1", comparisons)
     assert not decision.promoted
-    assert decision.relative_improvement == 0.0
-
-
-def test_any_strict_improvement_passes_a_zero_margin(project: Callable[..., ProjectConfig]) -> None:
-    assert decide(project("rmse"), 9.999, 10.0, "1").promoted
+    assert "clears the required 0.0%; but rmse 45 misses the floor (at most 40)" in decision.reason
 
 
 @pytest.mark.parametrize(
-    ("metric", "candidate", "promoted"), [("rmse", 0.0, False), ("rmse", 0.1, False), ("r2", 0.3, True)]
+    ("mae", "promoted", "says"),
+    [
+        (4.95, True, "mae 4.95 vs 5 (+1.0%)"),
+        (5.09, True, "mae 5.09 vs 5 (-1.8%)"),  # worse, but within the allowed 2%
+        (5.2, False, "mae 5.2 vs 5 (-4.0%) is worse than the allowed 2.0%"),
+    ],
 )
-def test_champion_scoring_zero_gives_a_finite_absolute_gain(
-    project: Callable[..., ProjectConfig], metric: str, candidate: float, promoted: bool
+def test_a_secondary_metric_may_not_get_worse_than_allowed(
+    project: Callable[..., ProjectConfig], mae: float, promoted: bool, says: str
 ) -> None:
-    decision = decide(project(metric, min_improvement=0.01), candidate, 0.0, "1")
-    assert math.isfinite(decision.relative_improvement)
+    config = project("rmse", secondary={"mae": {"max_degradation": 0.02}})
+    comparisons = compared("rmse", 9.0, 10.0, (0.1, 0.05, 0.15))
+    decision = decide(config, {"rmse": 9.0, "mae": mae}, {"rmse": 10.0, "mae": 5.0}, "1", comparisons)
     assert decision.promoted is promoted
-    json.dumps(decision.to_dict(), allow_nan=False)
+    [check] = decision.secondary
+    assert check.passed is promoted and says in check.note
+    if not promoted:
+        assert decision.reason.endswith(f"; but {says}")
 
 
-def test_negative_champion_score_still_rewards_a_better_candidate(project: Callable[..., ProjectConfig]) -> None:
-    decision = decide(project("r2", min_improvement=0.1), candidate=-0.25, champion=-0.5, champion_version="1")
-    assert decision.relative_improvement == pytest.approx(0.5)
-    assert decision.promoted
+def test_a_secondary_metric_that_must_improve(project: Callable[..., ProjectConfig]) -> None:
+    config = project("rmse", secondary={"r2": {"must_improve": True}})
+    comparisons = compared("rmse", 9.0, 10.0, (0.1, 0.05, 0.15))
+    assert decide(config, {"rmse": 9.0, "r2": 0.81}, {"rmse": 10.0, "r2": 0.8}, "1", comparisons).promoted
+    decision = decide(config, {"rmse": 9.0, "r2": 0.8}, {"rmse": 10.0, "r2": 0.8}, "1", comparisons)
+    assert not decision.promoted and "r2 0.8 vs 0.8 (+0.0%) must improve" in decision.reason
 
 
+def test_a_secondary_metric_that_cannot_be_computed_rejects(project: Callable[..., ProjectConfig]) -> None:
+    config = project("log_loss", secondary={"roc_auc": {"floor": 0.6}})
+    decision = decide(config, {"log_loss": 0.3})  # one class only: no roc_auc
+    assert not decision.promoted and "roc_auc cannot be computed" in decision.reason
+
+
+# -- errors and records --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("candidate", "champion", "label"),
-    [
-        (math.nan, 1.0, "candidate"),
-        (math.inf, None, "candidate"),
-        (1.0, math.nan, "champion"),
-        (1.0, -math.inf, "champion"),
-    ],
+    [(math.nan, 1.0, "candidate"), (math.inf, None, "candidate"), (1.0, math.nan, "champion")],
 )
 def test_non_finite_scores_raise(
     project: Callable[..., ProjectConfig], candidate: float, champion: float | None, label: str
 ) -> None:
     with pytest.raises(ValueError, match=f"{label} rmse is not a finite number"):
-        decide(project("rmse"), candidate, champion, "1")
+        decide(project("rmse"), {"rmse": candidate}, None if champion is None else {"rmse": champion}, "1")
+
+
+def test_a_champion_without_a_comparison_is_an_error(project: Callable[..., ProjectConfig]) -> None:
+    with pytest.raises(ValueError, match="no paired comparison of rmse with champion v4"):
+        decide(project("rmse"), {"rmse": 9.0}, {"rmse": 10.0}, "4")
 
 
 def test_relative_improvement_sign_follows_the_direction() -> None:
@@ -157,21 +238,21 @@ def test_relative_improvement_sign_follows_the_direction() -> None:
     assert relative_improvement(0.5, 0.0, greater_is_better=True) == 0.5
 
 
-# -- the decision record ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("champion", [None, 10.0])
 def test_decision_to_dict_is_strict_json(project: Callable[..., ProjectConfig], champion: float | None) -> None:
+    config = project("rmse", min_improvement=0.01, floor=40.0, secondary={"mae": {"max_degradation": 0.1}})
+    comparisons = None if champion is None else compared("rmse", 9.0, champion, (0.1, 0.05, 0.15))
     decision = decide(
-        project("rmse", min_improvement=0.01, floor=40.0), 9.0, champion, None if champion is None else "4"
+        config,
+        {"rmse": 9.0, "mae": 4.0},
+        None if champion is None else {"rmse": champion, "mae": 4.1},
+        None if champion is None else "4",
+        comparisons,
     )
     data = json.loads(json.dumps(decision.to_dict(), allow_nan=False))
-    assert data["verdict"] in {"promoted", "rejected"}
+    assert data["verdict"] == "promoted"
     assert data["metric"] == "rmse" and data["greater_is_better"] is False
     assert data["candidate"] == 9.0 and data["champion"] == champion
-    assert data["min_improvement"] == 0.01 and data["floor"] == 40.0
-    assert set(data) == {f for f in Decision.__dataclass_fields__}
-
-
-def test_decision_carries_the_champion_version(project: Callable[..., ProjectConfig]) -> None:
-    decision = decide(project("mae"), 1.0, 2.0, champion_version="7")
-    assert decision.champion_version == "7"
-    assert decision.to_dict()["verdict"] == "promoted"
+    assert data["min_improvement"] == 0.01 and data["floor"] == 40.0 and data["rule"] == "superiority"
+    assert (data["comparison"] is None) is (champion is None)
+    assert Decision.model_validate(data) == decision

@@ -102,7 +102,7 @@ def test_candidate_trained_on_a_tiny_sample_is_rejected_and_tagged_with_the_reas
     assert decision["verdict"] == "rejected" and decision["version"] == "2"
     tags = _version_tags("lifecycle", "2")
     assert tags[f"{TAG}decision"] == "rejected"
-    assert "is short of the required" in tags[f"{TAG}reason"]
+    assert "does not clear the required" in tags[f"{TAG}reason"]
     assert tags[f"{TAG}previous_champion"] == "1"
     assert tags[f"{TAG}champion_rmse"] != "none"
 
@@ -119,6 +119,14 @@ def test_candidate_and_champion_are_scored_on_the_same_held_out_rows(lifecycle: 
     # The champion's score now is its score as a candidate then: same rows, same model.
     assert tiny.evaluation["champion"] == pytest.approx(first.evaluation["candidate"])
     assert tiny.evaluation["candidate"] > tiny.evaluation["champion"]  # rmse: the tiny sample is worse
+    # The paired bootstrap of those rows: the difference, with an interval that excludes zero here.
+    rmse = tiny.evaluation["comparisons"]["rmse"]
+    assert rmse["difference"] == pytest.approx(tiny.evaluation["candidate"] - tiny.evaluation["champion"])
+    assert 0 < rmse["difference_low"] <= rmse["difference"] <= rmse["difference_high"]
+    assert rmse["units"] == tiny.evaluation["holdout_rows"] and rmse["resamples"] == 1000
+    assert first.evaluation["comparisons"] == {}  # a first model has nothing to be compared with
+    decision = tiny.decision
+    assert decision["comparison"] == rmse and "[95% CI" in decision["reason"]
 
 
 def test_evaluation_is_logged_on_the_candidate_run(lifecycle: SimpleNamespace) -> None:
@@ -627,3 +635,16 @@ def test_promote_waits_for_the_projects_alias_lease_and_registers_nothing_withou
         steps.promote(project.config, _tracking(), training.run_id, evaluation, lock_wait_s=0.5)
     assert _client().search_model_versions("name='leased'") == []
     assert steps.promote(project.config, _tracking(), training.run_id, evaluation).version == "1"
+
+
+def test_grouped_rows_are_resampled_together_in_the_comparison(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project("grouped")
+    project.land_and_accept(range(2))
+    config = project.config
+    config = config.model_copy(update={"promotion": config.promotion.model_copy(update={"group_by": "region"})})
+    _cycle(config, synth.cutoff_after(1), "first")
+    training = steps.train(config, _tracking(), synth.cutoff_after(1), "second", max_train_rows=50)
+    comparison = steps.evaluate(config, _tracking(), training.run_id).comparisons["rmse"]
+    assert comparison.unit == "region" and comparison.units == 4  # north, south, east, west

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from retrainer.catalog import Catalog
+from retrainer.comparison import MetricComparison
 from retrainer.steps.common import TAG, StepResult, champion_version, load_model, parse_cutoff
 
 if TYPE_CHECKING:
@@ -24,6 +27,8 @@ class Evaluation(StepResult):
         holdout_rows: How many rows both were scored on.
         candidate_metrics: Every metric of the candidate.
         champion_metrics: Every metric of the champion.
+        comparisons: The paired bootstrap comparison of the primary and secondary metrics (empty without a
+            champion): each difference with its interval.
     """
 
     metric: str
@@ -33,6 +38,7 @@ class Evaluation(StepResult):
     holdout_rows: int
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
+    comparisons: dict[str, MetricComparison] = Field(default_factory=dict)
 
 
 def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluation:
@@ -57,9 +63,15 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         frame = catalog.load([catalog.get(b) for b in json.loads(tags[f"{TAG}window"])])
         holdout_start = tags[f"{TAG}holdout_start"]
         holdout = modeling.split_holdout(frame, config, holdout_start=holdout_start).holdout
-        candidate_metrics = modeling.score(load_model(tags[f"{TAG}model_uri"]), holdout, config)
+        features, target = modeling.prepare(holdout, config)
+        candidate_predictions = modeling.predict_for_metric(
+            load_model(tags[f"{TAG}model_uri"]), features, config.task
+        )
+        candidate_metrics = modeling.compute_metrics(target, candidate_predictions, config.task)
         champion = champion_version(client, config)
         champion_metrics = None
+        comparisons: dict[str, MetricComparison] = {}
+        metric = config.metric.name
         if champion is not None:
             trained_until = client.get_run(champion.run_id).data.tags.get(f"{TAG}holdout_start", "")
             if trained_until and parse_cutoff(trained_until) > parse_cutoff(holdout_start):
@@ -69,19 +81,30 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
                     f"holdout starts ({holdout_start}): the comparison would not be fair; use a later cutoff"
                 )
             champion_model = load_model(f"models:/{config.model_name}/{champion.version}")
-            champion_metrics = modeling.score(champion_model, holdout, config)
-        metric = config.metric.name
+            champion_predictions = modeling.predict_for_metric(champion_model, features, config.task)
+            champion_metrics = modeling.compute_metrics(target, champion_predictions, config.task)
         for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):
             if scores is not None and metric not in scores:
                 raise modeling.ModelingError(
                     f"{metric} of the {label} cannot be computed on the {len(holdout)} held-out rows "
                     "(for roc_auc both classes must be present): widen the window or the holdout"
                 )
+        if champion is not None:
+            comparisons = _compare(config, holdout, target, candidate_predictions, champion_predictions)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
             if champion_metrics is not None:
                 mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
                 mlflow.set_tag(f"{TAG}champion_version", str(champion.version))
+            for name, comparison in comparisons.items():
+                mlflow.log_metrics(
+                    {
+                        f"diff_{name}": comparison.difference,
+                        f"diff_{name}_low": comparison.difference_low,
+                        f"diff_{name}_high": comparison.difference_high,
+                        f"improvement_{name}_low": comparison.improvement_low,
+                    }
+                )
     return Evaluation(
         metric=metric,
         candidate=candidate_metrics[metric],
@@ -90,4 +113,32 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         holdout_rows=len(holdout),
         candidate_metrics=candidate_metrics,
         champion_metrics=champion_metrics,
+        comparisons=comparisons,
+    )
+
+
+def _compare(
+    config: ProjectConfig, holdout: Any, target: Any, candidate: Any, champion: Any
+) -> dict[str, MetricComparison]:
+    """The paired bootstrap of the primary and secondary metrics on the held-out rows (or their groups)."""
+    from retrainer.comparison import compare
+    from retrainer.config import METRICS
+
+    rule = config.promotion
+    names = [config.metric.name, *rule.secondary]
+    directions = {n: config.metric.greater_is_better if n == config.metric.name else METRICS[n][1] for n in names}
+    groups = None
+    if rule.group_by is not None:  # the labelled held-out rows, in the order prepare() kept them
+        groups = holdout.loc[holdout[config.schema_.target].notna(), rule.group_by].astype(str).to_numpy()
+    return compare(
+        directions,
+        config.task.value,
+        target.to_numpy(),
+        candidate,
+        champion,
+        groups=groups,
+        unit=rule.group_by or "row",
+        resamples=rule.resamples,
+        confidence=rule.confidence,
+        seed=rule.seed,
     )

@@ -108,7 +108,9 @@ class CycleRow(BaseModel):
     drift_share: float | None
     champion: float | None
     candidate: float | None
+    difference: str
     decision: str
+    reason: str
     cutoff: str
 
 
@@ -194,6 +196,14 @@ def read_cycles(config: ProjectConfig) -> list[CycleRecord]:
     ]
 
 
+def _difference(record: CycleRecord) -> str:
+    """The primary metric's paired difference with its interval, e.g. ``-2.1 [95% CI -2.6, -1.5]``."""
+    comparison = record.decision.comparison if record.decision else None
+    if comparison is None and record.evaluation is not None:
+        comparison = record.evaluation.comparisons.get(record.evaluation.metric)
+    return comparison.interval_text() if comparison is not None else "-"
+
+
 def cycle_table(config: ProjectConfig) -> list[CycleRow]:
     """One row per recorded cycle, oldest first: week, validation, drift share, both scores, decision."""
     catalog = Catalog(config)
@@ -219,7 +229,9 @@ def cycle_table(config: ProjectConfig) -> list[CycleRow]:
                 drift_share=share,
                 champion=record.evaluation.champion if record.evaluation else None,
                 candidate=record.evaluation.candidate if record.evaluation else None,
+                difference=_difference(record),
                 decision=record.outcome,
+                reason=record.decision.reason if record.decision else (record.error or ""),
                 cutoff=record.cutoff,
             )
         )

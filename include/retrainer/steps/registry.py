@@ -6,8 +6,11 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from retrainer import locks, storage
-from retrainer.promotion import Verdict, decide
+from retrainer.comparison import MetricComparison
+from retrainer.promotion import SecondaryCheck, Verdict, decide
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
@@ -33,7 +36,11 @@ class DecisionRecord(StepResult):
         champion_version: The champion it was compared with.
         relative_improvement: How much better the candidate is (positive = better).
         min_improvement: The required margin.
-        floor: The first model's bound.
+        floor: The primary metric's absolute bound.
+        rule: ``superiority`` or ``non_inferiority``.
+        margin: The loss non-inferiority allows.
+        comparison: The primary metric's paired difference with its interval (None for a first model).
+        secondary: The secondary metrics' checks.
         run_id: The candidate run.
         model: The registered model.
         cycle_id: The cycle.
@@ -52,6 +59,10 @@ class DecisionRecord(StepResult):
     relative_improvement: float | None
     min_improvement: float
     floor: float | None
+    rule: str = "superiority"
+    margin: float = 0.0
+    comparison: MetricComparison | None = None
+    secondary: list[SecondaryCheck] = Field(default_factory=list)
     run_id: str
     model: str
     cycle_id: str | None
@@ -126,7 +137,13 @@ def _promote(
             f"the champion moved from v{evaluation.champion_version} to v{current_version} during the "
             "cycle; evaluate again before promoting"
         )
-    decision = decide(config, evaluation.candidate, evaluation.champion, evaluation.champion_version)
+    decision = decide(
+        config,
+        evaluation.candidate_metrics,
+        evaluation.champion_metrics,
+        evaluation.champion_version,
+        evaluation.comparisons,
+    )
     run = client.get_run(run_id)
     cycle_id = run.data.tags.get(f"{TAG}cycle_id")
     tags = {
@@ -135,6 +152,12 @@ def _promote(
         f"{TAG}candidate_{decision.metric}": f"{decision.candidate:.6g}",
         f"{TAG}champion_{decision.metric}": "none" if decision.champion is None else f"{decision.champion:.6g}",
         f"{TAG}previous_champion": evaluation.champion_version or "none",
+        f"{TAG}rule": decision.rule,
+        **(
+            {f"{TAG}diff_{decision.metric}": decision.comparison.interval_text()}
+            if decision.comparison is not None
+            else {}
+        ),
         f"{TAG}cycle_id": cycle_id or "",
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
         **{
