@@ -328,9 +328,7 @@ def report(
         f"difference [{project.promotion.confidence:.0%} CI]",
         "decision",
     ):
-        table.add_column(column)
-    if reasons:
-        table.add_column("reason", overflow="fold")
+        table.add_column(column, no_wrap=column.startswith("difference"))
     for row in rows:
         cells = [
             row.week,
@@ -342,8 +340,13 @@ def report(
             row.difference.replace(f" [{project.promotion.confidence:.0%} CI ", " ["),
             row.decision,
         ]
-        table.add_row(*cells, *([row.reason] if reasons else []))
+        table.add_row(*cells)
     out.print(table)
+    if reasons:  # one line each, below the table: too long for a column
+        for row in rows:
+            if row.reason:
+                outcome = "stopped" if row.decision.startswith("stopped") else row.decision
+                out.print(f"[bold]{row.week}[/] {outcome}: {escape(row.reason)}", highlight=False)
 
 
 @app.command()
