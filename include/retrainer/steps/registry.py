@@ -6,11 +6,8 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from retrainer import locks, storage
-from retrainer.comparison import MetricComparison
-from retrainer.promotion import SecondaryCheck, Verdict, decide
+from retrainer.promotion import Decision, Verdict, decide
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
@@ -23,24 +20,11 @@ log = logging.getLogger(__name__)
 PROVENANCE_TAGS = ("training_backend", "trainer_image", "trainer_image_id", "trained_on")
 
 
-class DecisionRecord(StepResult):
-    """A promotion decision as recorded on the run (``decision/decision.json``), the version and the cycle.
+class DecisionRecord(Decision, StepResult):
+    """A promotion decision (the gate's :class:`~retrainer.promotion.Decision`) as recorded on the run
+    (``decision/decision.json``), with the version and the cycle.
 
     Attributes:
-        verdict: ``promoted`` or ``rejected``.
-        reason: One line, e.g. ``rmse 19.57 vs champion v1 21.7 (+9.82%) beats the required 1.00%``.
-        metric: The primary metric.
-        greater_is_better: Its direction.
-        candidate: The candidate's score.
-        champion: The champion's score (None for a first model).
-        champion_version: The champion it was compared with.
-        relative_improvement: How much better the candidate is (positive = better).
-        min_improvement: The required margin.
-        floor: The primary metric's absolute bound.
-        rule: ``superiority`` or ``non_inferiority``.
-        margin: The loss non-inferiority allows.
-        comparison: The primary metric's paired difference with its interval (None for a first model).
-        secondary: The secondary metrics' checks.
         run_id: The candidate run.
         model: The registered model.
         cycle_id: The cycle.
@@ -49,20 +33,6 @@ class DecisionRecord(StepResult):
         version: The new model version (None on a dry run).
     """
 
-    verdict: Verdict
-    reason: str
-    metric: str
-    greater_is_better: bool
-    candidate: float
-    champion: float | None
-    champion_version: str | None
-    relative_improvement: float | None
-    min_improvement: float
-    floor: float | None
-    rule: str = "superiority"
-    margin: float = 0.0
-    comparison: MetricComparison | None = None
-    secondary: list[SecondaryCheck] = Field(default_factory=list)
     run_id: str
     model: str
     cycle_id: str | None
@@ -185,7 +155,7 @@ def _promote(
         if decision.promoted:
             client.set_registered_model_alias(config.model_name, CHAMPION, version)
     record = DecisionRecord(
-        **decision.to_dict(),
+        **dict(decision),
         run_id=run_id,
         model=config.model_name,
         cycle_id=cycle_id,
