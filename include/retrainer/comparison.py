@@ -43,6 +43,7 @@ class MetricComparison(BaseModel):
             signed by the metric's direction.
         improvement_low: Lower end of its interval (the candidate is at least this much better).
         improvement_high: Upper end.
+        improvement_se: The bootstrap standard error of the relative improvement.
         confidence: The intervals' level, e.g. 0.95.
         resamples: Bootstrap resamples drawn.
         units: How many units were resampled (rows, or groups).
@@ -61,6 +62,7 @@ class MetricComparison(BaseModel):
     improvement: float
     improvement_low: float
     improvement_high: float
+    improvement_se: float = 0.0
     confidence: float
     resamples: int
     units: int
@@ -270,8 +272,227 @@ def _summarise(
         improvement=float(_relative(np.array(candidate), np.array(champion), higher)),
         improvement_low=float(imp_low),
         improvement_high=float(imp_high),
+        improvement_se=float(np.std(improvement[finite], ddof=1)),
         confidence=confidence,
         resamples=draws,
         units=units,
         unit=unit,
     )
+
+
+class Compatibility(BaseModel):
+    """Held-out rows the champion got right and the candidate gets wrong (backward compatibility).
+
+    Attributes:
+        rate: Share of the held-out rows the candidate breaks.
+        rate_low: Lower end of its interval.
+        rate_high: Upper end.
+        broken: How many rows it breaks.
+        rows: How many rows were compared.
+        definition: What "broken" means here, e.g. ``absolute error grows by more than 4.1``.
+        tolerance: For regression, how much a row's absolute error may grow before it counts as broken.
+        confidence: The interval's level.
+        units: Units resampled (rows, or groups).
+        unit: ``row`` or the grouping column.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate: float
+    rate_low: float
+    rate_high: float
+    broken: int
+    rows: int
+    definition: str
+    tolerance: float | None = None
+    confidence: float
+    units: int
+    unit: str
+
+    def text(self) -> str:
+        """``2.1% of rows [95% CI 1.6%, 2.7%]`` (as in "breaks 2.1% of rows ...")."""
+        return f"{self.rate:.1%} of rows [{self.confidence:.0%} CI {self.rate_low:.1%}, {self.rate_high:.1%}]"
+
+
+def compatibility(
+    task: Task,
+    y_true: ArrayLike,
+    candidate: ArrayLike,
+    champion: ArrayLike,
+    *,
+    tolerance: float | None = None,
+    groups: ArrayLike | None = None,
+    unit: str = "row",
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Compatibility:
+    """The share of rows the candidate breaks, with a bootstrap interval (the same resampling as :func:`compare`).
+
+    A row is broken when the champion got it right and the candidate gets it wrong (classification, labels at
+    0.5), or, for regression, when its absolute error grows by more than ``tolerance`` (None: the champion's mean
+    absolute error on these rows, i.e. the candidate's miss grows by more than a typical miss).
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    h = np.asarray(champion, dtype=np.float64)
+    if not (len(y) == len(c) == len(h)) or len(y) == 0:
+        raise ValueError("compatibility needs the same, non-empty held-out rows for both models")
+    if task == "regression":
+        champion_error = np.abs(h - y)
+        allowed = float(champion_error.mean()) if tolerance is None else float(tolerance)
+        broken = np.abs(c - y) > champion_error + allowed
+        definition = f"absolute error grows by more than {allowed:.4g}"
+    else:
+        allowed = None
+        truth = y == 1
+        broken = ((h >= 0.5) == truth) & ((c >= 0.5) != truth)
+        definition = "the champion's label was right and the candidate's is wrong"
+    unit_of, units = _units(groups, len(y))
+    draws = max(MIN_RESAMPLES, min(resamples, MAX_UNIT_RESAMPLES // max(units, 1)))
+    per_unit = _sums(unit_of, units, {"n": np.ones_like(y), "broken": broken.astype(np.float64)})
+    boot = np.concatenate(
+        [counts @ per_unit for counts in _resample_counts(np.random.default_rng(seed), units, draws)]
+    )
+    low, high = np.quantile(boot[:, 1] / boot[:, 0], ((1 - confidence) / 2, (1 + confidence) / 2))
+    return Compatibility(
+        rate=float(broken.mean()),
+        rate_low=float(low),
+        rate_high=float(high),
+        broken=int(broken.sum()),
+        rows=len(y),
+        definition=definition,
+        tolerance=allowed,
+        confidence=confidence,
+        units=units,
+        unit=unit,
+    )
+
+
+SliceStatus = Literal["ok", "regressed", "insufficient evidence"]
+
+
+class SliceComparison(BaseModel):
+    """The primary metric on the held-out rows of one slice (``origin = JFK``), candidate against champion.
+
+    Attributes:
+        column: The slicing column.
+        value: The slice's value in it.
+        rows: Held-out rows in the slice.
+        candidate: The candidate's metric on them (None: not compared).
+        champion: The champion's.
+        comparison: The paired bootstrap on the slice's rows (None when the slice is too small).
+        p_value: One-sided p-value of "the candidate is worse than the champion by more than the slice margin"
+            (normal approximation with the bootstrap's standard error), None when not tested.
+        adjusted_p: The p-value Holm-adjusted across every tested slice of every column.
+        status: ``ok``, ``regressed`` (significant after Holm's correction) or ``insufficient evidence``.
+        note: Why a slice was not tested.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str
+    value: str
+    rows: int
+    candidate: float | None = None
+    champion: float | None = None
+    comparison: MetricComparison | None = None
+    p_value: float | None = None
+    adjusted_p: float | None = None
+    status: SliceStatus
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        """``origin = JFK``."""
+        return f"{self.column} = {self.value}"
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control across all of them), in input order."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def compare_slices(
+    metric: str,
+    greater_is_better: bool,
+    task: Task,
+    y_true: ArrayLike,
+    candidate: ArrayLike,
+    champion: ArrayLike,
+    slices: dict[str, ArrayLike],
+    *,
+    min_rows: int,
+    margin: float,
+    alpha: float,
+    groups: ArrayLike | None = None,
+    unit: str = "row",
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[SliceComparison]:
+    """Per slice of each column, the paired difference of the primary metric, tested for a regression.
+
+    A slice regresses when the candidate is worse than the champion by more than ``margin`` (relative) with a
+    Holm-adjusted one-sided p-value below ``alpha`` across every tested slice, so that testing many slices does
+    not reject good candidates by chance. Slices with fewer than ``min_rows`` rows are not tested and are
+    reported as insufficient evidence.
+    """
+    from scipy.stats import norm
+
+    y = np.asarray(y_true, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    h = np.asarray(champion, dtype=np.float64)
+    group_values = None if groups is None else np.asarray(groups)
+    found: list[dict[str, object]] = []
+    for column, values in slices.items():
+        labels = np.asarray(values).astype(str)
+        if len(labels) != len(y):
+            raise ValueError(f"slice column {column!r} must have one value per held-out row")
+        for value in np.unique(labels):
+            rows = np.flatnonzero(labels == value)
+            entry: dict[str, object] = {"column": column, "value": str(value), "rows": len(rows)}
+            if len(rows) < min_rows:
+                found.append({**entry, "status": "insufficient evidence", "note": f"fewer than {min_rows} rows"})
+                continue
+            try:
+                result = compare(
+                    {metric: greater_is_better},
+                    task,
+                    y[rows],
+                    c[rows],
+                    h[rows],
+                    groups=None if group_values is None else group_values[rows],
+                    unit=unit,
+                    resamples=resamples,
+                    confidence=confidence,
+                    seed=seed,
+                )[metric]
+            except ValueError as error:  # e.g. roc_auc on a slice with one class
+                found.append({**entry, "status": "insufficient evidence", "note": str(error)})
+                continue
+            shift = result.improvement + margin
+            if result.improvement_se > 0:
+                p_value = float(norm.cdf(shift / result.improvement_se))
+            else:
+                p_value = 0.0 if shift < 0 else 1.0
+            found.append(
+                {
+                    **entry,
+                    "candidate": result.candidate,
+                    "champion": result.champion,
+                    "comparison": result,
+                    "p_value": p_value,
+                }
+            )
+    tested = [entry for entry in found if "p_value" in entry]
+    for entry, adjusted in zip(tested, holm([float(e["p_value"]) for e in tested]), strict=True):  # type: ignore[arg-type]
+        entry["adjusted_p"] = adjusted
+        entry["status"] = "regressed" if adjusted < alpha else "ok"
+    return [SliceComparison.model_validate(entry) for entry in found]

@@ -172,6 +172,37 @@ class MetricThreshold(_Strict):
     must_improve: bool = False
 
 
+class CompatibilityConfig(_Strict):
+    """Rows the candidate breaks: the champion got them right, the candidate gets them wrong.
+
+    Attributes:
+        tolerance: For regression, how much a row's absolute error may grow (in the target's unit) before the
+            row counts as broken; None: the champion's mean absolute error on the held-out rows.
+        max_broken: Reject a candidate that breaks more than this share of the held-out rows (point estimate;
+            the interval is recorded beside it). None: recorded, never gated.
+    """
+
+    tolerance: float | None = Field(default=None, ge=0.0)
+    max_broken: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
+class SliceGateConfig(_Strict):
+    """Per-slice gates: a candidate that is better overall but clearly worse on a segment is rejected.
+
+    Attributes:
+        columns: Columns whose values define the slices (e.g. ``origin``, ``carrier``).
+        min_rows: Slices with fewer held-out rows are reported as insufficient evidence, not tested.
+        margin: Relative loss on a slice that is tolerated (0.05: 5% worse).
+        alpha: Family-wise significance level: a slice regresses only if its Holm-adjusted p-value across every
+            tested slice is below it.
+    """
+
+    columns: list[str] = Field(default_factory=list)
+    min_rows: int = Field(default=200, ge=20)
+    margin: float = Field(default=0.05, ge=0.0)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+
+
 class PromotionConfig(_Strict):
     """When a candidate replaces the champion.
 
@@ -192,6 +223,8 @@ class PromotionConfig(_Strict):
         floor: Absolute bound on the primary metric for every candidate, the first model included (a maximum
             for a metric to minimise, a minimum for one to maximise). None: no bound.
         secondary: Floors and change thresholds on other metrics of the task, by name.
+        compatibility: How broken rows are counted, and their optional ceiling.
+        slices: Per-slice regression gates.
     """
 
     rule: Literal["superiority", "non_inferiority"] = "superiority"
@@ -203,6 +236,8 @@ class PromotionConfig(_Strict):
     group_by: str | None = None
     floor: float | None = None
     secondary: dict[str, MetricThreshold] = Field(default_factory=dict)
+    compatibility: CompatibilityConfig = Field(default_factory=CompatibilityConfig)
+    slices: SliceGateConfig = Field(default_factory=SliceGateConfig)
 
     @field_validator("secondary")
     @classmethod
@@ -474,6 +509,11 @@ class ProjectConfig(_Strict):
         promotion = self.promotion
         if promotion.group_by is not None and promotion.group_by not in schema.columns:
             raise ValueError(f"promotion.group_by: {promotion.group_by!r} is not in schema.columns")
+        for column in promotion.slices.columns:
+            if column not in schema.columns:
+                raise ValueError(f"promotion.slices.columns: {column!r} is not in schema.columns")
+            if column == schema.target:
+                raise ValueError(f"promotion.slices.columns: {column!r} is the target")
         for name in promotion.secondary:
             if self.task not in METRICS[name][0]:
                 raise ValueError(f"promotion.secondary: {name!r} does not apply to task {self.task.value!r}")

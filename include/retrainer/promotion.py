@@ -11,7 +11,12 @@ re-derived from what was recorded:
   ``margin`` (the interval's lower bound is below ``-margin``);
 - floors (absolute bounds) on the primary metric and on secondary metrics, for every candidate, the first one
   included; change thresholds on secondary metrics (``max_degradation``, ``must_improve``) on their point
-  estimates, as TFX has them.
+  estimates, as TFX has them;
+- compatibility: the share of held-out rows the candidate breaks (the champion got them right), recorded on every
+  decision and rejected above ``compatibility.max_broken``;
+- slices: per slice of the configured columns, the paired difference of the primary metric; a slice that is
+  worse by more than ``slices.margin`` with a Holm-adjusted significance below ``slices.alpha`` rejects the
+  candidate, naming the slice; small slices are reported as insufficient evidence.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrainer.comparison import MetricComparison
+from retrainer.comparison import Compatibility, MetricComparison, SliceComparison
 from retrainer.config import METRICS
 
 if TYPE_CHECKING:
@@ -75,6 +80,8 @@ class Decision(BaseModel):
         floor: The primary metric's absolute bound.
         comparison: The primary metric's paired comparison with its intervals (None for a first model).
         secondary: Each secondary metric's checks.
+        compatibility: The rows the candidate breaks, with the interval (None without a champion).
+        slices: Each slice's comparison and status (empty without a champion or slice columns).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,6 +100,8 @@ class Decision(BaseModel):
     floor: float | None = None
     comparison: MetricComparison | None = None
     secondary: list[SecondaryCheck] = Field(default_factory=list)
+    compatibility: Compatibility | None = None
+    slices: list[SliceComparison] = Field(default_factory=list)
 
     @property
     def promoted(self) -> bool:
@@ -158,6 +167,9 @@ def decide(
     champion_metrics: dict[str, float] | None = None,
     champion_version: str | None = None,
     comparisons: dict[str, MetricComparison] | None = None,
+    *,
+    compatibility: Compatibility | None = None,
+    slices: list[SliceComparison] | None = None,
 ) -> Decision:
     """Apply the project's promotion rule.
 
@@ -167,6 +179,8 @@ def decide(
         champion_metrics: The champion's on the same rows, None without a champion.
         champion_version: The champion's registry version, recorded in the decision.
         comparisons: The paired comparisons of the metrics (at least the primary one when there is a champion).
+        compatibility: The rows the candidate breaks (with a champion).
+        slices: The per-slice comparisons (with a champion and slice columns).
 
     Raises:
         ValueError: The primary score is missing or not finite, or the primary comparison is missing.
@@ -235,6 +249,29 @@ def decide(
             else f"may be worse by more than the allowed {rule.margin:.1%}"
         )
     reason = head + f"{change} {verdict_text}"
+    slices = slices or []
+    for check in slices:
+        if check.status == "regressed" and check.comparison is not None:
+            c = check.comparison
+            problems.append(
+                f"slice {check.name} regresses: {metric} {c.candidate:.4g} vs {c.champion:.4g}, "
+                f"{c.improvement:+.1%} [{level} {c.improvement_low:+.1%}, {c.improvement_high:+.1%}], "
+                f"beyond the allowed {rule.slices.margin:.1%} (Holm p={check.adjusted_p:.2g})"
+            )
+    if compatibility is not None:
+        if rule.compatibility.max_broken is not None and compatibility.rate > rule.compatibility.max_broken:
+            problems.append(
+                f"breaks {compatibility.text()}, above the allowed {rule.compatibility.max_broken:.1%}"
+            )
+        else:
+            reason += f"; breaks {compatibility.text()}"
+    if slices and not any(check.status == "regressed" for check in slices):
+        counts = {s: sum(check.status == s for check in slices) for s in ("ok", "insufficient evidence")}
+        reason += f"; slices: {counts['ok']} without a significant regression" + (
+            f", {counts['insufficient evidence']} with insufficient evidence"
+            if counts["insufficient evidence"]
+            else ""
+        )
     if problems:  # a floor or a secondary threshold also rejects
         reason += ("; but " if passed else "; also ") + "; ".join(problems)
     verdict = Verdict.PROMOTE if passed and not problems else Verdict.REJECT
@@ -243,5 +280,7 @@ def decide(
         reason=reason,
         relative_improvement=comparison.improvement,
         comparison=comparison,
+        compatibility=compatibility,
+        slices=slices,
         **common,
     )

@@ -6,6 +6,8 @@
   gate it replaced (promote when the candidate scores better, by the demo's 1% or at all) is measured beside it.
 - **A clearly better candidate** (the champion was trained on a twentieth of the rows) is promoted.
 - **Non-inferiority** promotes an equally good fresher model, and rejects a clearly worse one.
+- **Better overall, clearly worse on one large slice** (the champion is stale everywhere; the candidate learnt
+  the new level but a corrupted label feed for one region): rejected, naming the slice.
 
 Note what A/A means for an interval of the *held-out* noise: two models trained on different samples do differ
 a little, so with a very large holdout the gate would see that difference and promote the slightly better one
@@ -21,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from retrainer import modeling
-from retrainer.comparison import compare
+from retrainer.comparison import compare, compare_slices, compatibility
 from retrainer.config import ProjectConfig, parse_config
 from retrainer.promotion import decide, relative_improvement
 
@@ -102,3 +104,51 @@ def test_non_inferiority_promotes_an_equal_fresher_model_and_rejects_a_clearly_w
     worse = [_trial(synth, config, seed, champion_rows=400, candidate_rows=20)[0] for seed in range(5)]
     assert not any(d.promoted for d in worse), [d.reason for d in worse if d.promoted]
     assert all("may be worse by more than the allowed 10.0%" in d.reason for d in worse)
+
+
+def test_better_overall_but_clearly_worse_on_one_large_slice_is_rejected_naming_it(
+    synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = _config(
+        synth,
+        tmp_path,
+        rule="superiority",
+        min_improvement=0.01,
+        slices={"columns": ["region"], "min_rows": 100, "margin": 0.05},
+    )
+    rule = config.promotion
+    for seed in range(3):
+        stale = _sample(synth, range(4), 2 * seed, 400)
+        stale["y"] -= 1.0  # the level moved since the champion trained
+        fresh = _sample(synth, range(4), 2 * seed + 1, 400)
+        fresh.loc[fresh["region"] == "west", "y"] += 1.6  # a broken feed for one region
+        holdout = synth.week(50, 1500, seed=10_000 + seed)
+        features, target = modeling.prepare(holdout, config)
+        candidate, champion = (
+            modeling.predict_for_metric(modeling.fit(frame, config), features, config.task)
+            for frame in (fresh, stale)
+        )
+        y = target.to_numpy()
+        bootstrap = {"resamples": rule.resamples, "confidence": rule.confidence, "seed": seed}
+        comparisons = compare({"rmse": False}, "regression", y, candidate, champion, **bootstrap)
+        slices = compare_slices(
+            "rmse",
+            False,
+            "regression",
+            y,
+            candidate,
+            champion,
+            {"region": holdout["region"].astype(str).to_numpy()},
+            min_rows=rule.slices.min_rows,
+            margin=rule.slices.margin,
+            alpha=rule.slices.alpha,
+            **bootstrap,
+        )
+        broken = compatibility("regression", y, candidate, champion, **bootstrap)
+        scores = {"rmse": comparisons["rmse"].candidate}, {"rmse": comparisons["rmse"].champion}
+        decision = decide(config, *scores, "1", comparisons, compatibility=broken, slices=slices)
+        assert comparisons["rmse"].improvement_low > 0.01, "the candidate should be clearly better overall"
+        assert not decision.promoted
+        assert "clears the required 1.0%; breaks " in decision.reason
+        assert "; but slice region = west regresses: rmse " in decision.reason
+        assert [s.value for s in decision.slices if s.status == "regressed"] == ["west"]

@@ -96,3 +96,93 @@ def test_bad_inputs_say_what_is_wrong() -> None:
     one_class = np.zeros(100)
     with pytest.raises(ValueError, match="roc_auc cannot be computed"):
         compare({"roc_auc": True}, "binary_classification", one_class, np.full(100, 0.2), np.full(100, 0.3))
+
+
+# -- compatibility -----------------------------------------------------------------------------------------
+def test_broken_rows_of_a_classifier_are_those_the_champion_got_right_and_the_candidate_gets_wrong() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0, 1, 0], dtype=float)
+    champion = np.array([0.9, 0.8, 0.2, 0.7, 0.3, 0.1, 0.6, 0.4])  # right on all but rows 3 and 4
+    candidate = np.array([0.9, 0.4, 0.6, 0.2, 0.9, 0.1, 0.6, 0.4])  # breaks rows 1 and 2, fixes 3 and 4
+    result = comparison.compatibility("binary_classification", y, candidate, champion, resamples=300)
+    assert (result.broken, result.rows, result.rate) == (2, 8, 0.25)
+    assert result.rate_low <= 0.25 <= result.rate_high
+    assert "champion's label was right" in result.definition
+
+
+def test_broken_rows_of_a_regressor_are_those_whose_error_grows_beyond_the_tolerance() -> None:
+    y = np.zeros(5)
+    champion = np.array([1.0, -1.0, 2.0, 0.0, 3.0])
+    candidate = np.array([1.4, -2.5, 0.0, 0.6, 3.0])  # errors grow by 0.4, 1.5, -2, 0.6, 0
+    assert comparison.compatibility("regression", y, candidate, champion, tolerance=0.5).broken == 2
+    default = comparison.compatibility("regression", y, candidate, champion)  # tolerance: champion's MAE 1.4
+    assert default.tolerance == pytest.approx(1.4) and default.broken == 1
+    assert "grows by more than 1.4" in default.definition
+
+
+def test_identical_models_break_nothing_and_a_worse_one_breaks_rows_with_an_interval() -> None:
+    y, c, h = _regression(4000, 3, 8.0, 2.0)
+    same = comparison.compatibility("regression", y, h, h)
+    assert same.broken == 0 and same.rate_high == 0.0
+    worse = comparison.compatibility("regression", y, c, h, tolerance=1.0)
+    assert 0.3 < worse.rate_low < worse.rate < worse.rate_high < 0.8
+    assert worse.text().startswith(f"{worse.rate:.1%} of rows [95% CI ")
+
+
+# -- slices ------------------------------------------------------------------------------------------------
+def test_holm_adjustment_matches_statsmodels() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.005, 0.5, 0.2, 0.04]
+    assert comparison.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def _sliced(n_per_slice: int, seed: int, worse_slice: str | None, slices: str = "abcd") -> tuple[np.ndarray, ...]:
+    """Both models equally good (noise sd 3) except the candidate, on ``worse_slice``, with noise sd 6."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(list(slices), n_per_slice)
+    y = rng.normal(0, 10, len(labels))
+    candidate_noise = np.where(labels == worse_slice, 6.0, 3.0)
+    return y, y + rng.normal(0, candidate_noise), y + rng.normal(0, 3.0, len(labels)), labels
+
+
+def _slices(y: np.ndarray, c: np.ndarray, h: np.ndarray, labels: np.ndarray, **options: float) -> list:
+    settings = {"min_rows": 100, "margin": 0.05, "alpha": 0.05, "resamples": 300, "seed": 1} | options
+    return comparison.compare_slices("rmse", False, "regression", y, c, h, {"segment": labels}, **settings)
+
+
+def test_a_clearly_worse_slice_is_found_and_named() -> None:
+    y, c, h, labels = _sliced(500, 0, worse_slice="c")
+    result = {s.value: s for s in _slices(y, c, h, labels)}
+    assert result["c"].status == "regressed" and result["c"].name == "segment = c"
+    assert result["c"].adjusted_p < 0.05 and result["c"].comparison.improvement < -0.5
+    assert all(result[v].status == "ok" for v in "abd")
+    assert all(result[v].adjusted_p >= result[v].p_value for v in "abcd")
+
+
+def test_slices_under_the_minimum_size_are_insufficient_evidence_never_passed() -> None:
+    y, c, h, labels = _sliced(500, 0, worse_slice="c")
+    small = np.where(labels == "c", "tiny", labels)
+    small[np.flatnonzero(small == "tiny")[50:]] = "c"  # 50 rows of "tiny", the rest still "c"
+    result = {s.value: s for s in _slices(y, c, h, small)}
+    assert result["tiny"].status == "insufficient evidence" and result["tiny"].rows == 50
+    assert result["tiny"].comparison is None and "fewer than 100 rows" in result["tiny"].note
+
+
+def test_the_slice_margin_tolerates_a_small_loss() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.repeat(list("ab"), 2000)
+    y = rng.normal(0, 10, 4000)
+    h = y + rng.normal(0, 3.0, 4000)
+    c = np.where(labels == "a", y + rng.normal(0, 3.09, 4000), h)  # about 3% worse on slice a
+    assert {s.status for s in _slices(y, c, h, labels, margin=0.10)} == {"ok"}
+    assert {s.value for s in _slices(y, c, h, labels, margin=0.0) if s.status == "regressed"} <= {"a"}
+
+
+def test_equally_good_models_rarely_show_a_regressed_slice_across_many_slices() -> None:
+    """Family-wise error: with ten slices and no real difference, a regression is found in few trials."""
+    trials = 60
+    flagged = 0
+    for seed in range(trials):
+        y, c, h, labels = _sliced(120, seed, worse_slice=None, slices="abcdefghij")
+        flagged += any(s.status == "regressed" for s in _slices(y, c, h, labels, margin=0.0, resamples=200))
+    assert flagged / trials <= 0.05 + 2 * (0.05 * 0.95 / trials) ** 0.5, f"{flagged} of {trials} trials"

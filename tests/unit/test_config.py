@@ -197,6 +197,22 @@ INVALID = {
         lambda d: d["promotion"].update(group_by="day"),
         ["promotion.group_by: 'day' is not in schema.columns"],
     ),
+    "slice column not a column": (
+        lambda d: d["promotion"].update(slices={"columns": ["carrier"]}),
+        ["promotion.slices.columns: 'carrier' is not in schema.columns"],
+    ),
+    "slice column is the target": (
+        lambda d: d["promotion"].update(slices={"columns": ["y"]}),
+        ["promotion.slices.columns: 'y' is the target"],
+    ),
+    "slice alpha out of range": (
+        lambda d: d["promotion"].update(slices={"alpha": 0.9}),
+        ["promotion.slices.alpha"],
+    ),
+    "broken-row ceiling above 1": (
+        lambda d: d["promotion"].update(compatibility={"max_broken": 2}),
+        ["promotion.compatibility.max_broken"],
+    ),
     "unknown secondary metric": (
         lambda d: d["promotion"].update(secondary={"mape": {"floor": 1}}),
         ["promotion.secondary", "unknown metric 'mape'"],

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from retrainer.comparison import MetricComparison
+from retrainer.comparison import Compatibility, MetricComparison, SliceComparison
 from retrainer.config import METRICS, ProjectConfig, parse_config
 from retrainer.promotion import Decision, Verdict, decide, relative_improvement
 
@@ -256,3 +256,80 @@ def test_decision_to_dict_is_strict_json(project: Callable[..., ProjectConfig], 
     assert data["min_improvement"] == 0.01 and data["floor"] == 40.0 and data["rule"] == "superiority"
     assert (data["comparison"] is None) is (champion is None)
     assert Decision.model_validate(data) == decision
+
+
+# -- compatibility and slices --------------------------------------------------------------------------------
+def _broken(rate: float) -> Compatibility:
+    return Compatibility(
+        rate=rate,
+        rate_low=rate * 0.8,
+        rate_high=rate * 1.2,
+        broken=int(rate * 1000),
+        rows=1000,
+        definition="absolute error grows by more than 4",
+        tolerance=4.0,
+        confidence=0.95,
+        units=1000,
+        unit="row",
+    )
+
+
+def _slice(value: str, status: str, improvement: tuple[float, float, float] | None = None) -> SliceComparison:
+    if improvement is None:
+        return SliceComparison(column="origin", value=value, rows=40, status=status, note="fewer than 200 rows")
+    [comparison] = compared("rmse", 25.0, 20.0, improvement).values()
+    p = 0.001 if status == "regressed" else 0.6
+    return SliceComparison(
+        column="origin",
+        value=value,
+        rows=800,
+        candidate=25.0,
+        champion=20.0,
+        comparison=comparison,
+        p_value=p / 3,
+        adjusted_p=p,
+        status=status,
+    )
+
+
+def test_the_broken_rows_are_in_every_reason_and_reject_above_the_ceiling(
+    project: Callable[..., ProjectConfig],
+) -> None:
+    comparisons = compared("rmse", 19.6, 21.7, (0.097, 0.069, 0.120))
+    config = project("rmse", compatibility={"max_broken": 0.05})
+    within = decide(config, {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons, compatibility=_broken(0.03))
+    assert within.promoted and within.reason.endswith("; breaks 3.0% of rows [95% CI 2.4%, 3.6%]")
+    assert within.compatibility == _broken(0.03)
+    above = decide(config, {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons, compatibility=_broken(0.08))
+    assert not above.promoted
+    assert "; but breaks 8.0% of rows [95% CI 6.4%, 9.6%], above the allowed 5.0%" in above.reason
+    unbounded = decide(
+        project("rmse"), {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons, compatibility=_broken(0.5)
+    )
+    assert unbounded.promoted, "without a ceiling the broken rows are recorded, not gated"
+
+
+def test_a_regressed_slice_rejects_a_candidate_that_is_better_overall_and_is_named(
+    project: Callable[..., ProjectConfig],
+) -> None:
+    config = project("rmse", slices={"columns": ["region"], "margin": 0.05})
+    comparisons = compared("rmse", 19.6, 21.7, (0.097, 0.069, 0.120))
+    slices = [_slice("JFK", "regressed", (-0.25, -0.31, -0.19)), _slice("LGA", "ok", (0.1, 0.05, 0.15))]
+    decision = decide(config, {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons, slices=slices)
+    assert not decision.promoted
+    assert (
+        "; but slice origin = JFK regresses: rmse 25 vs 20, -25.0% [95% CI -31.0%, -19.0%], beyond the allowed "
+        "5.0% (Holm p=0.001)" in decision.reason
+    )
+    assert decision.slices == slices
+
+
+def test_slices_without_a_regression_are_counted_with_those_lacking_evidence(
+    project: Callable[..., ProjectConfig],
+) -> None:
+    config = project("rmse", slices={"columns": ["region"]})
+    comparisons = compared("rmse", 19.6, 21.7, (0.097, 0.069, 0.120))
+    slices = [_slice("LGA", "ok", (0.1, 0.05, 0.15)), _slice("ISP", "insufficient evidence")]
+    decision = decide(config, {"rmse": 19.6}, {"rmse": 21.7}, "1", comparisons, slices=slices)
+    assert decision.promoted
+    assert decision.reason.endswith("; slices: 1 without a significant regression, 1 with insufficient evidence")

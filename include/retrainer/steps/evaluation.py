@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from retrainer.catalog import Catalog
-from retrainer.comparison import MetricComparison
+from retrainer.comparison import Compatibility, MetricComparison, SliceComparison
 from retrainer.steps.common import TAG, StepResult, champion_version, load_model, parse_cutoff
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class Evaluation(StepResult):
         champion_metrics: Every metric of the champion.
         comparisons: The paired bootstrap comparison of the primary and secondary metrics (empty without a
             champion): each difference with its interval.
+        compatibility: The held-out rows the candidate breaks (None without a champion).
+        slices: The primary metric per slice of ``promotion.slices.columns`` (empty without a champion).
     """
 
     metric: str
@@ -39,6 +41,8 @@ class Evaluation(StepResult):
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
     comparisons: dict[str, MetricComparison] = Field(default_factory=dict)
+    compatibility: Compatibility | None = None
+    slices: list[SliceComparison] = Field(default_factory=list)
 
 
 def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluation:
@@ -71,6 +75,8 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         champion = champion_version(client, config)
         champion_metrics = None
         comparisons: dict[str, MetricComparison] = {}
+        compatible: Compatibility | None = None
+        slices: list[SliceComparison] = []
         metric = config.metric.name
         if champion is not None:
             trained_until = client.get_run(champion.run_id).data.tags.get(f"{TAG}holdout_start", "")
@@ -90,7 +96,9 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
                     "(for roc_auc both classes must be present): widen the window or the holdout"
                 )
         if champion is not None:
-            comparisons = _compare(config, holdout, target, candidate_predictions, champion_predictions)
+            comparisons, compatible, slices = _compare(
+                config, holdout, target, candidate_predictions, champion_predictions
+            )
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
             if champion_metrics is not None:
@@ -105,6 +113,12 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
                         f"improvement_{name}_low": comparison.improvement_low,
                     }
                 )
+            if compatible is not None:
+                mlflow.log_metrics({"broken_rows": compatible.rate, "broken_rows_high": compatible.rate_high})
+            regressed = [s.name for s in slices if s.status == "regressed"]
+            if slices:
+                mlflow.log_dict([s.model_dump(mode="json") for s in slices], "evaluation/slices.json")
+                mlflow.log_metric("regressed_slices", len(regressed))
     return Evaluation(
         metric=metric,
         candidate=candidate_metrics[metric],
@@ -114,31 +128,47 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         candidate_metrics=candidate_metrics,
         champion_metrics=champion_metrics,
         comparisons=comparisons,
+        compatibility=compatible,
+        slices=slices,
     )
 
 
 def _compare(
     config: ProjectConfig, holdout: Any, target: Any, candidate: Any, champion: Any
-) -> dict[str, MetricComparison]:
-    """The paired bootstrap of the primary and secondary metrics on the held-out rows (or their groups)."""
-    from retrainer.comparison import compare
+) -> tuple[dict[str, MetricComparison], Compatibility, list[SliceComparison]]:
+    """The paired bootstrap of the primary and secondary metrics on the held-out rows (or their groups), the
+    rows the candidate breaks, and the primary metric per slice."""
+    from retrainer.comparison import compare, compare_slices, compatibility
     from retrainer.config import METRICS
 
     rule = config.promotion
     names = [config.metric.name, *rule.secondary]
     directions = {n: config.metric.greater_is_better if n == config.metric.name else METRICS[n][1] for n in names}
-    groups = None
-    if rule.group_by is not None:  # the labelled held-out rows, in the order prepare() kept them
-        groups = holdout.loc[holdout[config.schema_.target].notna(), rule.group_by].astype(str).to_numpy()
-    return compare(
-        directions,
+    labelled = holdout.loc[holdout[config.schema_.target].notna()]  # the rows prepare() kept, in its order
+    groups = None if rule.group_by is None else labelled[rule.group_by].astype(str).to_numpy()
+    y = target.to_numpy()
+    bootstrap = {
+        "groups": groups,
+        "unit": rule.group_by or "row",
+        "resamples": rule.resamples,
+        "confidence": rule.confidence,
+        "seed": rule.seed,
+    }
+    comparisons = compare(directions, config.task.value, y, candidate, champion, **bootstrap)
+    compatible = compatibility(
+        config.task.value, y, candidate, champion, tolerance=rule.compatibility.tolerance, **bootstrap
+    )
+    slices = compare_slices(
+        config.metric.name,
+        config.metric.greater_is_better,
         config.task.value,
-        target.to_numpy(),
+        y,
         candidate,
         champion,
-        groups=groups,
-        unit=rule.group_by or "row",
-        resamples=rule.resamples,
-        confidence=rule.confidence,
-        seed=rule.seed,
+        {column: labelled[column].astype(str).to_numpy() for column in rule.slices.columns},
+        min_rows=rule.slices.min_rows,
+        margin=rule.slices.margin,
+        alpha=rule.slices.alpha,
+        **bootstrap,
     )
+    return comparisons, compatible, slices

@@ -21,6 +21,7 @@ from retrainer.steps.registry import DecisionRecord
 from retrainer.steps.validation import ValidationResult
 
 if TYPE_CHECKING:
+    from retrainer.comparison import SliceComparison
     from retrainer.config import ProjectConfig
 
 
@@ -109,6 +110,8 @@ class CycleRow(BaseModel):
     champion: float | None
     candidate: float | None
     difference: str
+    broken_rows: float | None = None
+    regressed_slices: list[str] = Field(default_factory=list)
     decision: str
     reason: str
     cutoff: str
@@ -204,6 +207,18 @@ def _difference(record: CycleRecord) -> str:
     return comparison.interval_text() if comparison is not None else "-"
 
 
+def _compatibility(record: CycleRecord) -> float | None:
+    """Share of the held-out rows the candidate breaks."""
+    source = record.decision or record.evaluation
+    compatible = source.compatibility if source is not None else None
+    return compatible.rate if compatible is not None else None
+
+
+def _slices(record: CycleRecord) -> list[SliceComparison]:
+    source = record.decision or record.evaluation
+    return source.slices if source is not None else []
+
+
 def cycle_table(config: ProjectConfig) -> list[CycleRow]:
     """One row per recorded cycle, oldest first: week, validation, drift share, both scores, decision."""
     catalog = Catalog(config)
@@ -230,6 +245,8 @@ def cycle_table(config: ProjectConfig) -> list[CycleRow]:
                 champion=record.evaluation.champion if record.evaluation else None,
                 candidate=record.evaluation.candidate if record.evaluation else None,
                 difference=_difference(record),
+                broken_rows=_compatibility(record),
+                regressed_slices=[s.name for s in _slices(record) if s.status == "regressed"],
                 decision=record.outcome,
                 reason=record.decision.reason if record.decision else (record.error or ""),
                 cutoff=record.cutoff,
