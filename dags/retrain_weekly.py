@@ -1,9 +1,11 @@
-"""Retraining DAGs, two per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
+"""Retraining DAGs, three per project file in ``projects/`` (or ``RETRAINER_PROJECTS_DIR``).
 
 - ``retrain_<project>``: the retraining cycle, weekly or on a drift alert.
 - ``monitor_<project>``: when batches or late labels land, validate the batches and measure data drift, judge
   the champion on the late labels (concept drift); raise a drift alert if a rule fires, which starts
   ``retrain_<project>`` within seconds.
+- ``rollback_<project>``: triggered by hand with a target version and a reason; moves ``@champion`` back and
+  records the move in the model's alias history, like ``retrainer rollback``.
 
 This file only wires steps. The work is done by ``retrainer.steps``; tasks hand each other batch ids, run ids
 and small typed results through XCom, never data. Heavy libraries are imported inside the tasks, at run time.
@@ -565,6 +567,79 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
     return monitor()
 
 
+ROLLBACK_DOC = """
+### Roll back `{model}`
+
+Trigger this DAG by hand to move `@champion` back: to **to_version**, or (left empty) to the champion the
+current one replaced. The **reason** is required; it is recorded on both versions and in the model's alias
+history with who triggered the run (`retrainer history -c <project file>` prints the history). A rollback
+waits for a promotion that holds the alias, and the next weekly cycle compares its candidates with the
+restored champion.
+"""
+
+
+def build_rollback_dag(config_path: Path, project: ProjectConfig) -> DAG:
+    """The manual rollback DAG of one project."""
+    path = str(config_path)
+
+    @dag(
+        dag_id=f"rollback_{project.name}",
+        description=f"Move @champion of {project.model_name} back to an earlier version (manual)",
+        schedule=None,
+        start_date=project.schedule.start_date,
+        catchup=False,
+        max_active_runs=1,
+        default_args={**DEFAULT_ARGS, "retries": 0},
+        dagrun_timeout=timedelta(minutes=15),
+        tags=["retraining", "rollback", project.name],
+        doc_md=ROLLBACK_DOC.format(model=project.model_name),
+        params={
+            "to_version": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^[0-9]+$",
+                description="Version to restore, e.g. 7 (empty: the champion the current one replaced).",
+            ),
+            "reason": Param(  # no default: the trigger form asks for it
+                type="string",
+                minLength=3,
+                description="Why, e.g. 'complaints about late-evening predictions since v9'.",
+            ),
+        },
+    )
+    def rollback() -> None:
+        @task
+        def move_champion_back(snapshot: dict[str, Any]) -> dict[str, Any]:
+            """Move ``@champion`` back under the project's alias lease; record who and why."""
+            from retrainer import steps
+
+            context = get_current_context()
+            params, run = context["params"], context["dag_run"]
+            who = getattr(run, "triggering_user_name", None) or "airflow"
+            try:
+                result = steps.rollback(
+                    _project(snapshot),
+                    _tracking(),
+                    params.get("to_version") or None,
+                    params["reason"],
+                    by=f"{who} (Airflow run {run.run_id})",
+                )
+            except RuntimeError as error:  # nothing to roll back to, or no such version: retrying cannot help
+                raise AirflowFailException(str(error)) from None
+            log.info(
+                "rolled back %s from v%s to v%s: %s",
+                result.model,
+                result.from_version,
+                result.to_version,
+                result.reason,
+            )
+            return result.to_json()
+
+        move_champion_back(_resolve_project(path))
+
+    return rollback()
+
+
 def _invalid_project_dag(config_path: Path, error: Exception) -> DAG:
     """A placeholder that shows an invalid project file in the Airflow UI without hiding the valid ones."""
 
@@ -597,6 +672,7 @@ def _load_projects(folder: Path) -> None:
     for config_path, project in scan.valid:
         globals()[f"retrain_{project.name}"] = build_dag(config_path, project)
         globals()[f"monitor_{project.name}"] = build_monitor_dag(config_path, project)
+        globals()[f"rollback_{project.name}"] = build_rollback_dag(config_path, project)
 
 
 _load_projects(PROJECTS_DIR)

@@ -263,12 +263,63 @@ def rollback(
     to_version: Annotated[
         str | None, typer.Option(help="Version to restore (default: the previous champion).")
     ] = None,
-    reason: Annotated[str, typer.Option(help="Recorded on both versions.")] = "manual rollback",
+    reason: Annotated[str, typer.Option(help="Recorded on both versions and in the alias history.")] = (
+        "manual rollback"
+    ),
+    by: Annotated[str | None, typer.Option(help="Who rolls back (default: this user on this host).")] = None,
 ) -> None:
     """Move @champion back to the previous champion (or a named version)."""
+    import getpass
+    import socket
+
     from retrainer import steps
 
-    _emit(_run(steps.rollback, _load(config), _tracking(), to_version, reason))
+    who = by or f"{getpass.getuser()} on {socket.gethostname()} (retrainer rollback)"
+    _emit(_run(steps.rollback, _load(config), _tracking(), to_version, reason, by=who))
+
+
+@app.command()
+def history(
+    config: ConfigOption,
+    at: Annotated[
+        str | None, typer.Option(help="Only say which version served at this ISO time, e.g. 2013-02-01T12:00Z.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every move of @champion (promotions, rollbacks): when, from which version to which, by whom, why."""
+    from retrainer import history as alias_history
+    from retrainer import steps
+
+    project = _load(config)
+    moves = _run(steps.alias_history, project, _tracking())
+    if at is not None:
+        when = _run(steps.parse_cutoff, at)
+        version = alias_history.serving_at(moves, when)
+        if as_json:
+            _emit({"model": project.model_name, "at": when.isoformat(), "champion": version})
+        elif version is None:
+            out.print(f"{project.model_name} had no recorded champion at {when.isoformat()}")
+        else:
+            out.print(f"{project.model_name} v{version} was the champion at {when.isoformat()}")
+        return
+    if as_json:
+        _emit(moves)
+        return
+    table = Table(title=f"Alias history of {project.model_name}")
+    for column in ("#", "when (UTC)", "alias", "from", "to", "action", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for move in moves:
+        table.add_row(
+            str(move.sequence),
+            move.at.strftime("%Y-%m-%d %H:%M:%S"),
+            move.alias,
+            "-" if move.from_version is None else f"v{move.from_version}",
+            f"v{move.to_version}",
+            move.action,
+            move.by,
+            escape(move.reason),
+        )
+    out.print(table if moves else f"no recorded alias moves of {project.model_name}")
 
 
 @app.command()
@@ -326,6 +377,7 @@ def report(
         f"champion {metric}",
         f"candidate {metric}",
         f"difference [{project.promotion.confidence:.0%} CI]",
+        "broken rows",
         "decision",
     ):
         table.add_column(column, no_wrap=column.startswith("difference"))
@@ -338,6 +390,7 @@ def report(
             _fmt(row.champion),
             _fmt(row.candidate),
             row.difference.replace(f" [{project.promotion.confidence:.0%} CI ", " ["),
+            "-" if row.broken_rows is None else f"{row.broken_rows:.1%}",
             row.decision,
         ]
         table.add_row(*cells)

@@ -43,10 +43,23 @@ def test_dag_policy(dagbag) -> None:
             continue
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id} has no documentation"
-        assert dag.default_args.get("retries", 0) >= 2, f"{dag_id}: default retries < 2"
-        assert dag.default_args.get("retry_exponential_backoff"), f"{dag_id}: retries without backoff"
+        if dag_id.startswith("rollback_"):
+            # Not retried: a retry after a move that half-happened would roll back a second time.
+            assert dag.default_args.get("retries") == 0 and dag.schedule is None, f"{dag_id} must be manual"
+        else:
+            assert dag.default_args.get("retries", 0) >= 2, f"{dag_id}: default retries < 2"
+            assert dag.default_args.get("retry_exponential_backoff"), f"{dag_id}: retries without backoff"
         assert dag.max_active_runs == 1, f"{dag_id} may run two retrains at once"
         assert dag.dagrun_timeout is not None, f"{dag_id} has no run timeout"
+
+
+def test_rollback_dag_is_manual_with_a_target_and_a_required_reason(dagbag) -> None:
+    dag = dagbag.dags["rollback_flights_arr_delay"]
+    assert [t.task_id for t in dag.tasks] == ["resolve_project", "move_champion_back"]
+    params = dag.params.dump()
+    assert params == {"to_version": None, "reason": None}  # the reason has no default: it must be given
+    schema = {name: dag.params.get_param(name).schema for name in params}
+    assert schema["reason"]["minLength"] == 3 and schema["to_version"]["pattern"] == "^[0-9]+$"
 
 
 def test_retrain_dag_shape(dagbag) -> None:
@@ -211,7 +224,7 @@ def test_25_projects_parse_in_under_5_seconds_and_one_bad_file_hides_nothing(tmp
     )
     parsed = json.loads(result.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == []
-    expected = {f"{kind}_{name}" for name in names for kind in ("retrain", "monitor")}
+    expected = {f"{kind}_{name}" for name in names for kind in ("retrain", "monitor", "rollback")}
     assert set(parsed["dags"]) == expected | {"retrain_broken__invalid_config"}
     # Each project's data steps have a pool of their own (one project's backlog never blocks another's).
     assert {f"retrainer_{name}" for name in names} <= set(parsed["pools"])

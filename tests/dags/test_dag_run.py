@@ -63,3 +63,36 @@ def test_a_cycle_runs_with_only_the_mlflow_connection_set(synth: SimpleNamespace
     champion = MlflowClient(store).get_model_version_by_alias("conn_only", "champion")
     assert str(champion.version) == "1" and champion.tags["retrainer.decision"] == "promoted"
     assert sorted(p.name for p in workdir.iterdir()) == [], "a task wrote into the worker's working directory"
+
+    # A second champion (as a later promotion would leave it), then the manual rollback DAG moves back to v1.
+    client = MlflowClient(store)
+    source = client.get_model_version_download_uri("conn_only", "1")
+    second = client.create_model_version("conn_only", source, run_id=champion.run_id)
+    client.set_model_version_tag("conn_only", second.version, "retrainer.previous_champion", "1")
+    client.set_registered_model_alias("conn_only", "champion", second.version)
+    script = textwrap.dedent(
+        f"""
+        from airflow.dag_processing.dagbag import DagBag
+        dag = DagBag(dag_folder={str(REPO / "dags")!r}).dags["rollback_conn_only"]
+        run = dag.test(run_conf={{"reason": "v2 misbehaves in production"}})
+        print("STATE", run.state)
+        print("AGAIN", dag.test(run_conf={{"reason": "twice", "to_version": "1"}}).state)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert "STATE success" in output, output[-4000:]
+    assert "AGAIN failed" in output and "v1 of conn_only is already the champion" in output, output[-4000:]
+    assert str(client.get_model_version_by_alias("conn_only", "champion").version) == "1"
+    history = [
+        json.loads(v)
+        for k, v in sorted(client.get_registered_model("conn_only").tags.items())
+        if "alias_history" in k
+    ]
+    assert [(m["action"], m["from_version"], m["to_version"]) for m in history] == [
+        ("promotion", None, "1"),
+        ("rollback", "2", "1"),
+    ]
+    assert history[1]["reason"] == "v2 misbehaves in production" and "(Airflow run manual__" in history[1]["by"]

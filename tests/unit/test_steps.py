@@ -301,7 +301,7 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
 
 
 # -- races and rollbacks ------------------------------------------------------------------------------------
-def test_promote_refuses_when_the_champion_moved_since_evaluation(
+def test_a_promotion_that_lost_the_race_is_recorded_as_superseded_and_registers_nothing(
     synthetic_project: Callable[..., Any], synth: SimpleNamespace
 ) -> None:
     project = synthetic_project("moved")
@@ -312,9 +312,15 @@ def test_promote_refuses_when_the_champion_moved_since_evaluation(
     evaluation_a = steps.evaluate(project.config, _tracking(), a.run_id)
     evaluation_b = steps.evaluate(project.config, _tracking(), b.run_id)  # also sees no champion
     steps.promote(project.config, _tracking(), a.run_id, evaluation_a)
-    with pytest.raises(RuntimeError, match=r"champion moved from vNone to v1 during the cycle"):
-        steps.promote(project.config, _tracking(), b.run_id, evaluation_b)
+    lost = steps.promote(project.config, _tracking(), b.run_id, evaluation_b)
+    assert lost.verdict == "rejected" and lost.version is None and not lost.promoted
+    assert lost.reason.startswith("superseded: the champion moved from vNone to v1 (promotion by promote of run ")
+    assert "after this candidate was compared with vNone; the gate had said: first model" in lost.reason
+    assert _client().get_run(b.run_id).data.tags[f"{TAG}decision"] == "rejected"
     assert [str(v.version) for v in _client().search_model_versions("name='moved'")] == ["1"]
+    assert _champion("moved") == "1"
+    [move] = steps.alias_history(project.config, _tracking())
+    assert (move.from_version, move.to_version, move.run_id, move.action) == (None, "1", a.run_id, "promotion")
 
 
 def test_rollback_moves_the_champion_back_and_tags_both_versions(
@@ -328,7 +334,7 @@ def test_rollback_moves_the_champion_back_and_tags_both_versions(
     assert weak.decision["verdict"] == strong.decision["verdict"] == "promoted"
     assert _champion("rollback") == "2"
 
-    result = steps.rollback(project.config, _tracking(), reason="bad predictions in production")
+    result = steps.rollback(project.config, _tracking(), reason="bad predictions in production", by="on-call")
 
     assert result.to_json() == {
         "model": "rollback",
@@ -346,6 +352,17 @@ def test_rollback_moves_the_champion_back_and_tags_both_versions(
         steps.rollback(project.config, _tracking())  # v1 was the first champion
     steps.rollback(project.config, _tracking(), to_version="2", reason="false alarm")
     assert _champion("rollback") == "2"
+
+    moves = steps.alias_history(project.config, _tracking())
+    assert [(m.sequence, m.action, m.from_version, m.to_version) for m in moves] == [
+        (1, "promotion", None, "1"),
+        (2, "promotion", "1", "2"),
+        (3, "rollback", "2", "1"),
+        (4, "rollback", "1", "2"),
+    ]
+    assert moves[1].run_id == strong.training["run_id"] and "clears the required" in moves[1].reason
+    assert (moves[2].by, moves[2].reason) == ("on-call", "bad predictions in production")
+    assert moves[3].by.startswith("rollback on ")  # this process, by default
 
 
 def test_rollback_without_any_champion_raises(synthetic_project: Callable[..., Any]) -> None:
@@ -648,3 +665,58 @@ def test_grouped_rows_are_resampled_together_in_the_comparison(
     training = steps.train(config, _tracking(), synth.cutoff_after(1), "second", max_train_rows=50)
     comparison = steps.evaluate(config, _tracking(), training.run_id).comparisons["rmse"]
     assert comparison.unit == "region" and comparison.units == 4  # north, south, east, west
+
+
+def test_cli_history_lists_every_alias_move_and_says_which_version_served_when(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    project = synthetic_project("history")
+    project.land_and_accept(range(2))
+    cutoff = synth.cutoff_after(1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    _cycle(project.config, cutoff, "weak", max_train_rows=20)
+    _cycle(project.config, cutoff, "strong")
+    result = _invoke("rollback", "--config", str(project.path), "--reason", "pager at 3am", "--by", "alice")
+    assert result.exit_code == 0, result.output
+
+    table = _invoke("history", "--config", str(project.path))
+    assert table.exit_code == 0, table.output
+    assert "Alias history of history" in table.output
+    for text in ("promotion", "rollback", "alice", "pager at 3am", "v2"):
+        assert text in table.output
+    moves = json.loads(_invoke("history", "--config", str(project.path), "--json").output)
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, "1"), ("1", "2"), ("2", "1")]
+    assert json.loads(
+        _invoke("history", "-c", str(project.path), "--at", before.isoformat(), "--json").output
+    ) == {"model": "history", "at": before.isoformat(), "champion": None}
+    now = _invoke("history", "-c", str(project.path), "--at", datetime.now(UTC).isoformat())
+    assert "history v1 was the champion at" in now.output
+    bad = _invoke("history", "-c", str(project.path), "--at", "last tuesday")
+    assert bad.exit_code == 1 and "last tuesday" in bad.output
+
+
+def test_serving_at_follows_the_moves_of_one_alias() -> None:
+    from datetime import UTC, datetime
+
+    from retrainer.history import AliasMove, serving_at
+
+    def move(sequence: int, day: int, to: str, alias: str = "champion") -> AliasMove:
+        return AliasMove(
+            sequence=sequence,
+            at=datetime(2026, 1, day, tzinfo=UTC),
+            alias=alias,
+            from_version=None,
+            to_version=to,
+            action="promotion",
+            by="test",
+            reason="r",
+        )
+
+    moves = [move(1, 2, "1"), move(2, 5, "3", alias="challenger"), move(3, 9, "2")]
+    assert serving_at(moves, datetime(2026, 1, 1, tzinfo=UTC)) is None
+    assert serving_at(moves, datetime(2026, 1, 2, tzinfo=UTC)) == "1"
+    assert serving_at(moves, datetime(2026, 1, 8, tzinfo=UTC)) == "1"
+    assert serving_at(moves, datetime(2026, 1, 9, tzinfo=UTC)) == "2"
+    assert serving_at(moves, datetime(2026, 1, 6, tzinfo=UTC), alias="challenger") == "3"

@@ -27,7 +27,7 @@ from retrainer.steps.evaluation import Evaluation, evaluate
 from retrainer.steps.gating import GateOutcome, gate_alerts
 from retrainer.steps.ingestion import IngestResult, ingest
 from retrainer.steps.records import CycleParts, CycleRecord, CycleRow, cycle_table, error_of, record_cycle
-from retrainer.steps.registry import DecisionRecord, RollbackResult, promote, rollback
+from retrainer.steps.registry import DecisionRecord, RollbackResult, alias_history, promote, rollback
 from retrainer.steps.validation import ValidationResult, validate
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "StepResult",
     "TrainingResult",
     "ValidationResult",
+    "alias_history",
     "champion_version",
     "code_version",
     "concept_drift",

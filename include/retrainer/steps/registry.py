@@ -6,11 +6,13 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from retrainer import locks, storage
+from retrainer import history, locks, storage
 from retrainer.promotion import Decision, Verdict, decide
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from retrainer.config import ProjectConfig
     from retrainer.steps.evaluation import Evaluation
     from retrainer.tracking import Tracking
@@ -78,18 +80,23 @@ def promote(
     The check that the champion is still the evaluated one and the alias move happen under the project's
     lease on its alias (:func:`champion_lock`), so a rollback or another promotion cannot slip in between.
 
+    When the champion moved after the candidate was compared with it (another promotion or a rollback won
+    the race), nothing is registered and the decision is recorded as rejected, ``superseded: …``, naming the
+    move. After a move the alias is read back; every move is appended to the alias history
+    (:mod:`retrainer.history`).
+
     Raises:
-        RuntimeError: The champion moved since the evaluation (evaluate again).
+        RuntimeError: The alias does not point at the new version right after the move.
         LockTimeout: Another promotion or rollback of the project held the alias for longer than
             ``lock_wait_s``.
     """
     owner = locks.default_owner(f"promote of run {run_id}")
     with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
-        return _promote(config, tracking, run_id, evaluation, dry_run)
+        return _promote(config, tracking, run_id, evaluation, dry_run, owner)
 
 
 def _promote(
-    config: ProjectConfig, tracking: Tracking, run_id: str, evaluation: Evaluation, dry_run: bool
+    config: ProjectConfig, tracking: Tracking, run_id: str, evaluation: Evaluation, dry_run: bool, owner: str
 ) -> DecisionRecord:
     import mlflow
 
@@ -102,18 +109,25 @@ def _promote(
     )
     if registered and current_version == str(registered[0].version):
         current_version = evaluation.champion_version  # the alias already moved in the earlier try
-    if current_version != evaluation.champion_version:
-        raise RuntimeError(
-            f"the champion moved from v{evaluation.champion_version} to v{current_version} during the "
-            "cycle; evaluate again before promoting"
-        )
     decision = decide(
         config,
         evaluation.candidate_metrics,
         evaluation.champion_metrics,
         evaluation.champion_version,
         evaluation.comparisons,
+        compatibility=evaluation.compatibility,
+        slices=evaluation.slices,
     )
+    superseded = current_version != evaluation.champion_version
+    if superseded:  # another run promoted (or rolled back) while this one was being evaluated
+        decision = decision.model_copy(
+            update={
+                "verdict": Verdict.REJECT,
+                "reason": f"superseded: {_moved(client, config, evaluation.champion_version, current_version)} "
+                f"after this candidate was compared with v{evaluation.champion_version}; the gate had said: "
+                f"{decision.reason}",
+            }
+        )
     run = client.get_run(run_id)
     cycle_id = run.data.tags.get(f"{TAG}cycle_id")
     tags = {
@@ -128,6 +142,15 @@ def _promote(
             if decision.comparison is not None
             else {}
         ),
+        **({f"{TAG}broken_rows": decision.compatibility.text()} if decision.compatibility is not None else {}),
+        **(
+            {
+                f"{TAG}regressed_slices": ", ".join(s.name for s in decision.slices if s.status == "regressed")
+                or "none"
+            }
+            if decision.slices
+            else {}
+        ),
         f"{TAG}cycle_id": cycle_id or "",
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
         **{
@@ -137,7 +160,7 @@ def _promote(
         },
     }
     version = None
-    if not dry_run:
+    if not dry_run and not superseded:
         if registered:
             model_version = registered[0]
             for key, value in tags.items():
@@ -153,7 +176,7 @@ def _promote(
         if config.description and not client.get_registered_model(config.model_name).description:
             client.update_registered_model(config.model_name, description=config.description)
         if decision.promoted:
-            client.set_registered_model_alias(config.model_name, CHAMPION, version)
+            _move_champion(client, config, evaluation.champion_version, version, run_id, cycle_id, owner, decision)
     record = DecisionRecord(
         **dict(decision),
         run_id=run_id,
@@ -170,17 +193,65 @@ def _promote(
     return record
 
 
+def _moved(client: MlflowClient, config: ProjectConfig, compared: str | None, current: str | None) -> str:
+    """``the champion moved from v1 to v2 (promotion by promote of run … on host (pid 7) at …)``."""
+    text = f"the champion moved from v{compared} to v{current}"
+    moves = [m for m in history.read_history(client, config.model_name) if m.alias == CHAMPION]
+    if moves and moves[-1].to_version == current:
+        text += f" ({moves[-1].action} by {moves[-1].by} at {moves[-1].at.isoformat()})"
+    return text
+
+
+def _move_champion(
+    client: MlflowClient,
+    config: ProjectConfig,
+    previous: str | None,
+    version: str,
+    run_id: str,
+    cycle_id: str | None,
+    owner: str,
+    decision: Decision,
+) -> None:
+    """Point ``@champion`` at ``version``, read it back, and append the move to the alias history once."""
+    client.set_registered_model_alias(config.model_name, CHAMPION, version)
+    serving = champion_version(client, config)
+    if serving is None or str(serving.version) != version:
+        raise RuntimeError(
+            f"@champion of {config.model_name} points at v{serving.version if serving else None} right after "
+            f"it was moved to v{version}: something moves the alias without the platform's lease"
+        )
+    moves = history.read_history(client, config.model_name)
+    if any(m.run_id == run_id and m.to_version == version for m in moves):
+        return  # a retry after the earlier try had recorded the move
+    history.append_move(
+        client,
+        config.model_name,
+        alias=CHAMPION,
+        from_version=previous,
+        to_version=version,
+        action="promotion",
+        by=owner,
+        run_id=run_id,
+        cycle_id=cycle_id,
+        reason=decision.reason,
+    )
+
+
 def rollback(
     config: ProjectConfig,
     tracking: Tracking,
     to_version: str | None = None,
     reason: str = "manual rollback",
     *,
+    by: str | None = None,
     lock_wait_s: float = 300.0,
 ) -> RollbackResult:
     """Move ``@champion`` back: to ``to_version``, or to the champion the current one replaced.
 
-    Both versions are tagged with the rollback, so the registry keeps the whole history.
+    Both versions are tagged with the rollback, and the move is appended to the alias history.
+
+    Args:
+        by: Who rolls back (a person, or the Airflow run); default: this process.
 
     Raises:
         RuntimeError: There is no champion, or no earlier champion to go back to.
@@ -198,12 +269,24 @@ def rollback(
             raise RuntimeError(
                 f"v{current.version} of {config.model_name} replaced no earlier champion; name --to-version"
             )
+        if str(target) == str(current.version):
+            raise RuntimeError(f"v{target} of {config.model_name} is already the champion: nothing to roll back")
         try:
             client.get_model_version(config.model_name, target)
         except MlflowException:
             raise RuntimeError(f"{config.model_name} has no version {target} to roll back to") from None
         when = datetime.now(UTC).isoformat(timespec="seconds")
         client.set_registered_model_alias(config.model_name, CHAMPION, target)
+        history.append_move(
+            client,
+            config.model_name,
+            alias=CHAMPION,
+            from_version=str(current.version),
+            to_version=str(target),
+            action="rollback",
+            by=by or owner,
+            reason=reason,
+        )
         client.set_model_version_tag(config.model_name, current.version, f"{TAG}rolled_back_at", when)
         client.set_model_version_tag(config.model_name, current.version, f"{TAG}rollback_reason", reason)
         client.set_model_version_tag(config.model_name, target, f"{TAG}restored_at", when)
@@ -211,3 +294,9 @@ def rollback(
     return RollbackResult(
         model=config.model_name, from_version=str(current.version), to_version=str(target), reason=reason
     )
+
+
+def alias_history(config: ProjectConfig, tracking: Tracking) -> list[history.AliasMove]:
+    """Every recorded move of the project's aliases (promotions, rollbacks), oldest first."""
+    with tracking.active():
+        return history.read_history(tracking.client(), config.model_name)
