@@ -147,6 +147,28 @@ def test_decision_is_logged_on_the_run_as_tags_and_artifact(lifecycle: SimpleNam
     assert record["verdict"] == "rejected" and record["run_id"] == run_id and record["cycle_id"] == "cycle-2"
 
 
+def test_every_candidate_gets_a_model_card_logged_and_linked_from_its_version(lifecycle: SimpleNamespace) -> None:
+    import mlflow
+
+    for cycle, version, verdict in ((lifecycle.first, "1", "promoted"), (lifecycle.tiny, "2", "rejected")):
+        run = _client().get_run(cycle.training["run_id"])
+        card = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card/model_card.md")
+        assert card.startswith(f"# Model card: lifecycle v{version}\n")
+        assert f"**Decision: {verdict}.** {cycle.decision['reason']}" in card
+        for batch_id in lifecycle.ids:  # the window, with its hashes and validation status
+            assert f"| {batch_id} | 200 | `" in card
+        assert "| accepted |" in card and "code version `test-code-version`" in card.lower()
+        html = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card/model_card.html")
+        assert "<table>" in html and f"<h1>Model card: lifecycle v{version}</h1>" in html
+        tags = _version_tags("lifecycle", version)
+        assert tags[f"{TAG}model_card"] == f"{run.info.artifact_uri}/model_card/model_card.html"
+    rejected = _client().get_run(lifecycle.tiny.training["run_id"])
+    card = mlflow.artifacts.load_text(f"{rejected.info.artifact_uri}/model_card/model_card.md")
+    assert "| rmse (primary) |" in card and "Breaks " in card and "of rows [95% CI" in card
+    artifacts = {a.path for a in _client().list_artifacts(rejected.info.run_id, "model_card")}
+    assert "model_card/differences.png" in artifacts  # compared with a champion: the plot of the difference
+
+
 def test_dry_run_registers_nothing(lifecycle: SimpleNamespace) -> None:
     decision = lifecycle.dry.decision
     assert decision["dry_run"] is True and decision["version"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -189,8 +190,47 @@ def _promote(
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({**tags, f"{TAG}version": version or "none"})
         mlflow.log_dict(record.to_json(), "decision/decision.json")
+        _log_model_card(config, record, run.data.tags)
+    if version is not None:
+        card = f"{run.info.artifact_uri}/model_card/model_card.html"
+        client.set_model_version_tag(config.model_name, version, f"{TAG}model_card", card)
     log.info("%s v%s: %s", decision.verdict.value, version, decision.reason)
+    if version is not None and tracking.uri.startswith("http"):
+        log.info(
+            "model version and its card: %s/#/models/%s/versions/%s",
+            tracking.uri.rstrip("/"),
+            config.model_name,
+            version,
+        )
     return record
+
+
+def _log_model_card(config: ProjectConfig, record: DecisionRecord, run_tags: dict[str, str]) -> None:
+    """Log the candidate's model card (Markdown, HTML, the plot of the differences) on the active run."""
+    import mlflow
+
+    from retrainer import model_card
+    from retrainer.catalog import Catalog, CatalogError
+
+    try:
+        batches = mlflow.artifacts.load_dict(f"runs:/{record.run_id}/data/training_batches.json")["batches"]
+    except Exception:  # the card is still useful without the window's hashes
+        batches = [{"batch_id": b} for b in json.loads(run_tags.get(f"{TAG}window", "[]"))]
+    catalog = Catalog(config)
+    for batch in batches:
+        try:
+            batch["status"] = catalog.get(batch["batch_id"]).status.value
+        except CatalogError:
+            batch["status"] = "unknown"
+    text = model_card.render_markdown(
+        config, record, version=record.version, run_id=record.run_id, tags=run_tags, batches=batches
+    )
+    title = f"Model card: {config.model_name} v{record.version or '-'}"
+    mlflow.log_text(text, "model_card/model_card.md")
+    mlflow.log_text(model_card.render_html(text, title), "model_card/model_card.html")
+    figure = model_card.differences_figure(record)
+    if figure is not None:
+        mlflow.log_figure(figure, "model_card/differences.png")
 
 
 def _moved(client: MlflowClient, config: ProjectConfig, compared: str | None, current: str | None) -> str:
