@@ -94,6 +94,10 @@ bench-gpu: install ## xgboost on the GPU vs the CPU for the same data, ~1M and 4
 bench-catalog: install ## A step's catalog reads with 10 vs 500 weeks landed, on a real S3 server (SeaweedFS)
 	$(BIN)/python bench/bench_catalog.py
 
+.PHONY: bench-gate
+bench-gate: install ## The promotion gate's cost (bootstrap, compatibility, slices) at 10k-1M held-out rows, as a share of the cycle
+	$(BIN)/python bench/bench_gate.py
+
 .PHONY: bench-training
 bench-training: install ## Training in a container vs in process, demo size and ~1M rows (needs DOCKER_HOST and make trainer-image)
 	$(BIN)/python bench/bench_training.py
