@@ -335,7 +335,9 @@ def test_a_promotion_that_lost_the_race_is_recorded_as_superseded_and_registers_
     evaluation_b = steps.evaluate(project.config, _tracking(), b.run_id)  # also sees no champion
     steps.promote(project.config, _tracking(), a.run_id, evaluation_a)
     lost = steps.promote(project.config, _tracking(), b.run_id, evaluation_b)
-    assert lost.verdict == "rejected" and lost.version is None and not lost.promoted
+    assert lost.verdict == "rejected" and lost.version is None and not lost.promoted and lost.superseded
+    record = steps.CycleRecord(cycle_id="b", recorded_at=lost.decided_at, decision=lost)
+    assert record.outcome == "superseded" and record.outcome_kind == "rejected"
     assert lost.reason.startswith("superseded: the champion moved from vNone to v1 (promotion by promote of run ")
     assert "after this candidate was compared with vNone; the gate had said: first model" in lost.reason
     assert _client().get_run(b.run_id).data.tags[f"{TAG}decision"] == "rejected"

@@ -80,6 +80,8 @@ class CycleRecord(StepResult):
         if self.decision is not None:
             if self.decision.version:
                 return f"{self.decision.verdict.value} v{self.decision.version}"
+            if self.decision.superseded:
+                return "superseded"
             return f"dry run: {self.decision.verdict.value}"
         if self.gate is not None and self.gate.decision == "suppressed":
             return "suppressed: cooldown"

@@ -33,7 +33,9 @@ class DecisionRecord(Decision, StepResult):
         cycle_id: The cycle.
         dry_run: Decided and recorded, nothing registered.
         decided_at: When.
-        version: The new model version (None on a dry run).
+        version: The new model version (None on a dry run, or when superseded).
+        superseded: The champion moved after the candidate was compared with it (another promotion or a
+            rollback won the race): rejected, nothing registered.
     """
 
     run_id: str
@@ -42,6 +44,7 @@ class DecisionRecord(Decision, StepResult):
     dry_run: bool
     decided_at: datetime
     version: str | None = None
+    superseded: bool = False
 
     @property
     def promoted(self) -> bool:
@@ -186,6 +189,7 @@ def _promote(
         dry_run=dry_run,
         decided_at=datetime.now(UTC).replace(microsecond=0),
         version=version,
+        superseded=superseded,
     )
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({**tags, f"{TAG}version": version or "none"})
