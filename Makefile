@@ -62,7 +62,7 @@ stop: ## Stop everything `make run` / `make up` started
 test: install ## Lint, then run every test tier (unit, dags, data, model, integration)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=40 $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: install ## Every tier except the integration tests
