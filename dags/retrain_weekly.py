@@ -63,7 +63,7 @@ run processes the batches whose period ended by its cutoff (the cron tick, or th
 5. **evaluate** scores candidate and champion on the same held-out rows ({metric}).
 6. **promote** registers the candidate; `@champion` moves to it only if the paired bootstrap of the held-out
    rows shows it better ({rule}: {rule_text}). The decision, the difference with its interval and the
-   reason are tags on the model version.
+   reason are tags on the model version.{approval_doc}
 7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table) and sends the
    project's metrics.
 
@@ -87,6 +87,17 @@ STEP_TASKS = {
     "evaluate": "evaluation",
     "promote": "decision",
 }
+APPROVE_DOC = """The reviewer's step: approve or reject the promotion the gate allowed (see *Required actions*).
+Skipped when the gate rejected. The answer, with who gave it, goes to `conclude_approval`."""
+
+# With promotion.approval: required, the reviewer's answer replaces promote's decision.
+CONCLUDE_TASK = "conclude_approval"
+
+APPROVAL_DOC = """
+   **approve** waits for a reviewer (Airflow UI, *Required actions*) whenever the gate promotes: the version
+   is registered but `@champion` stays until someone approves; no answer within {timeout:g} minutes rejects.
+   **conclude_approval** then moves the alias (if the champion is still the one compared with) or records
+   the rejection, with who answered, in the alias history and on the version."""
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -257,6 +268,10 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     """The weekly retraining DAG of one project."""
     path = str(config_path)
     pool = pool_name(project)
+    approval = project.promotion.approval == "required"
+    timeout = project.promotion.approval_timeout_minutes
+    # A run that waits for a reviewer must outlive the review's timeout.
+    run_timeout = timedelta(hours=2) + (timedelta(minutes=timeout) if approval else timedelta(0))
 
     @dag(
         dag_id=f"retrain_{project.name}",
@@ -270,9 +285,9 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         catchup=project.schedule.catchup,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        dagrun_timeout=timedelta(hours=2),
+        dagrun_timeout=run_timeout,
         on_failure_callback=_failure_callbacks(project) or None,
-        tags=["retraining", "weekly", project.name],
+        tags=["retraining", "weekly", project.name, *(["approval"] if approval else [])],
         doc_md=DOC.format(
             model=project.model_name,
             description=project.description,
@@ -289,6 +304,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             rule=project.promotion.rule,
             rule_text=_rule_text(project),
             pool=pool,
+            approval_doc=APPROVAL_DOC.format(timeout=timeout) if approval else "",
         ),
         params={
             "force": Param(False, type="boolean", description="Retrain even when no new batch was accepted."),
@@ -404,6 +420,19 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             )
             return result.to_json()
 
+        @task(retries=3)
+        def conclude_approval(
+            snapshot: dict[str, Any], decision: dict[str, Any], answer: dict[str, Any]
+        ) -> dict[str, Any]:
+            """Apply the reviewer's answer: move @champion (compare-and-set) or record the rejection."""
+            from retrainer import steps
+
+            result = steps.conclude_approval(
+                _project(snapshot), _tracking(), decision["run_id"], steps.Approval.model_validate(answer)
+            )
+            log.info("conclude_approval: %s v%s: %s", result.verdict.value, result.version, result.reason)
+            return result.to_json()
+
         @task(trigger_rule="all_done", retries=3)
         def record() -> dict[str, Any]:
             """Write the cycle's outcome and send its metrics, whatever happened upstream."""
@@ -419,6 +448,8 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 raise AirflowFailException("resolve_project failed: the project file could not be read")
             snapshot = ProjectSnapshot.model_validate(raw_snapshot)
             pulled = {field: ti.xcom_pull(task_ids=task_id) for task_id, field in STEP_TASKS.items()}
+            if approval and (concluded := ti.xcom_pull(task_ids=CONCLUDE_TASK)) is not None:
+                pulled["decision"] = concluded
             alerts = _alerts(context)
             parts = steps.CycleParts.model_validate(
                 {
@@ -462,8 +493,18 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         trained = trainer_operator(project, planned, doc_md=TRAIN_DOC)
         evaluation = evaluate(snapshot, trained.output)
         decided = promote(snapshot, trained.output, evaluation)
-        [drifted, decided] >> record()
-        [snapshot, gated, ingested, validated, drifted, planned, trained, evaluation, decided] >> watcher()
+        steps_run = [snapshot, gated, ingested, validated, drifted, planned, trained, evaluation, decided]
+        if approval:
+            from retrainer_provider.operators.approval import PromotionApprovalOperator
+
+            answer = PromotionApprovalOperator(task_id="approve", project=project, doc_md=APPROVE_DOC)
+            decided >> answer
+            concluded = conclude_approval(snapshot, decided, answer.output)
+            steps_run += [answer, concluded]
+            [drifted, concluded] >> record()
+        else:
+            [drifted, decided] >> record()
+        steps_run >> watcher()
 
     return retrain()
 

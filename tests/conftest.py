@@ -98,8 +98,13 @@ def synthetic_config_dict(
     window: int = 4,
     min_rows: int = 20,
     params: dict[str, Any] | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The YAML document of a synthetic project, as a mapping (tests may edit it before writing)."""
+    """The YAML document of a synthetic project, as a mapping (tests may edit it before writing).
+
+    Args:
+        promotion: Further keys of the ``promotion`` section (e.g. ``approval``).
+    """
     target = "y" if task == "regression" else "label"
     class_path = ESTIMATORS[(task, estimator)]
     estimator_section: dict[str, Any] = {"seed": 7}
@@ -109,7 +114,7 @@ def synthetic_config_dict(
         estimator_section["params"] = params
     elif class_path is None:
         estimator_section["params"] = dict(XGBOOST_PARAMS)
-    promotion: dict[str, Any] = {"min_improvement": min_improvement}
+    promotion = {"min_improvement": min_improvement, **(promotion or {})}
     if floor is not None:
         promotion["floor"] = floor
     return {

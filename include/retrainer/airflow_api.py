@@ -453,6 +453,48 @@ class AirflowClient:
                 raise AirflowApiError(f"run {run_id} of {dag_id!r} still {run.get('state')} after {timeout:.0f} s")
             time.sleep(self.poll_interval)
 
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """Wait until one task instance is in one of ``states`` (e.g. ``awaiting_input``) and return it.
+
+        Raises:
+            AirflowApiError: The task did not get there in time, or its run finished first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            if task.get("state") in states:
+                return task
+            if time.monotonic() > deadline:
+                raise AirflowApiError(
+                    f"task {task_id} of run {run_id} still {task.get('state')} after {timeout:.0f} s"
+                )
+            if self.get_dag_run(dag_id, run_id).get("state") in TERMINAL_STATES:
+                raise AirflowApiError(f"run {run_id} of {dag_id!r} finished with {task_id} {task.get('state')}")
+            time.sleep(self.poll_interval)
+
+    def respond(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen_options: list[str],
+        params_input: dict[str, Any] | None = None,
+        map_index: int = -1,
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (what the UI's *Required actions* form does), as this user.
+
+        Raises:
+            AirflowApiError: The task awaits no answer, was answered already (409), or the option is invalid.
+        """
+        response = self._request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": chosen_options, "params_input": params_input or {}},
+        )
+        return response.json()
+
     def asset_id(self, uri: str) -> int:
         """The id of the asset with this URI (asset events are posted by id).
 

@@ -258,6 +258,30 @@ def promote(
 
 
 @app.command()
+def approve(
+    config: ConfigOption,
+    run_id: Annotated[str, typer.Option(help="The candidate run awaiting approval (see retrainer report).")],
+    reject: Annotated[bool, typer.Option(help="Reject the promotion instead of approving it.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who answers (default: this user on this host).")] = None,
+    comment: Annotated[str, typer.Option(help="Recorded with the answer.")] = "",
+) -> None:
+    """Answer a promotion awaiting approval (promotion.approval: required): move @champion, or --reject."""
+    import getpass
+    import socket
+    from datetime import UTC, datetime
+
+    from retrainer import steps
+
+    who = by or f"{getpass.getuser()} on {socket.gethostname()} (retrainer approve)"
+    now = datetime.now(UTC).replace(microsecond=0)
+    answer = steps.Approval(approved=not reject, by=who, at=now, comment=comment)
+    project = _load(config)
+    decision = _run(steps.conclude_approval, project, _tracking(), run_id, answer)
+    _run(steps.amend_cycle_decision, project, decision)
+    _emit(decision)
+
+
+@app.command()
 def rollback(
     config: ConfigOption,
     to_version: Annotated[

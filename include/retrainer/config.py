@@ -225,6 +225,10 @@ class PromotionConfig(_Strict):
         secondary: Floors and change thresholds on other metrics of the task, by name.
         compatibility: How broken rows are counted, and their optional ceiling.
         slices: Per-slice regression gates.
+        approval: ``required``: a candidate the gate promotes is registered and waits for a reviewer (the
+            Airflow task ``approve``, or ``retrainer approve``) before ``@champion`` moves; ``none``: it moves at
+            once.
+        approval_timeout_minutes: How long a reviewer has; without an answer the candidate is rejected.
     """
 
     rule: Literal["superiority", "non_inferiority"] = "superiority"
@@ -238,6 +242,8 @@ class PromotionConfig(_Strict):
     secondary: dict[str, MetricThreshold] = Field(default_factory=dict)
     compatibility: CompatibilityConfig = Field(default_factory=CompatibilityConfig)
     slices: SliceGateConfig = Field(default_factory=SliceGateConfig)
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_minutes: float = Field(default=24 * 60, gt=0)
 
     @field_validator("secondary")
     @classmethod

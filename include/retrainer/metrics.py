@@ -8,8 +8,8 @@ Names (StatsD style, the project in the name so that plain StatsD keeps it; expo
 - gauge ``retrainer.candidate_metric.<project>``: the cycle's candidate on the same rows;
 - gauge ``retrainer.drift_share.<project>``: share of drifted columns of the cycle's new batches;
 - timer ``retrainer.cycle_duration.<project>``: from the run's start to its record, in milliseconds;
-- counter ``retrainer.decision.<project>.<outcome>``: promoted, rejected, dry_run, suppressed, stopped,
-  not_run;
+- counter ``retrainer.decision.<project>.<outcome>``: promoted, rejected, awaiting_approval, dry_run, suppressed,
+  stopped, not_run;
 - counter ``retrainer.batches_quarantined.<project>``: batches the cycle or the monitor quarantined;
 - counter ``retrainer.alerts_raised.<project>``: drift alerts the monitor raised.
 """

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from retrainer.comparison import MetricComparison, SliceComparison
     from retrainer.config import ProjectConfig
-    from retrainer.promotion import Decision
+    from retrainer.steps.registry import DecisionRecord
 
 
 def _value(value: float | None) -> str:
@@ -26,7 +26,7 @@ def _interval(comparison: MetricComparison) -> str:
 
 def render_markdown(
     config: ProjectConfig,
-    decision: Decision,
+    decision: DecisionRecord,
     *,
     version: str | None,
     run_id: str,
@@ -53,8 +53,9 @@ def render_markdown(
     lines = [
         f"# Model card: {name}",
         "",
-        f"**Decision: {decision.verdict.value}.** {decision.reason}",
+        f"**Decision: {decision.state.replace('_', ' ')}.** {decision.reason}",
         "",
+        *_review_lines(config, decision),
         "## Model",
         "",
         f"- Task: {config.task.value}; estimator `{config.estimator_class}`",
@@ -153,7 +154,17 @@ def render_html(markdown: str, title: str) -> str:
     )
 
 
-def differences_figure(decision: Decision) -> Any | None:
+def _review_lines(config: ProjectConfig, decision: DecisionRecord) -> list[str]:
+    """The reviewer's part: who approved or rejected, or that one is awaited."""
+    timeout = config.promotion.approval_timeout_minutes
+    if decision.awaiting_approval:
+        return [f"**Review:** awaiting a reviewer; with no answer within {timeout:g} minutes it is rejected.", ""]
+    if decision.approval is not None:
+        return [f"**Review:** {decision.approval.text(timeout)}.", ""]
+    return []
+
+
+def differences_figure(decision: DecisionRecord) -> Any | None:
     """The primary metric's relative improvement with its interval, overall and per tested slice (None: no
     champion to compare with)."""
     if decision.comparison is None:

@@ -247,3 +247,33 @@ def test_projects_sharing_a_registered_model_or_a_data_root_are_refused(tmp_path
     errors = {path.name: str(error) for path, error in scan.invalid}
     assert "registered model 'model_00_registered' is already used" in errors["same_model.yaml"]
     assert "data root 's3://retrainer-data/model_00' is already used" in errors["same_root.yaml"]
+
+
+def test_approval_required_puts_a_reviewer_between_promote_and_the_alias(
+    dagbag, tmp_path: Path, monkeypatch
+) -> None:
+    from datetime import timedelta
+
+    demo = yaml.safe_load((REPO / "projects" / "flights.yaml").read_text())
+    demo["promotion"] = {**demo["promotion"], "approval": "required", "approval_timeout_minutes": 90}
+    (tmp_path / "reviewed.yaml").write_text(yaml.safe_dump(demo))
+    monkeypatch.setenv("RETRAINER_PROJECTS_DIR", str(tmp_path))
+    bag = _dagbag()
+    assert bag.import_errors == {}
+    dag = bag.dags["retrain_flights_arr_delay"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    approve = tasks["approve"]
+    assert type(approve).__name__ == "PromotionApprovalOperator"
+    assert approve.upstream_task_ids == {"promote"}
+    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
+    assert approve.response_timeout == timedelta(minutes=90)
+    assert set(approve.params) == {"comment"}
+    # The alias moves only in conclude_approval, after the answer; record reads the concluded decision.
+    assert tasks["conclude_approval"].upstream_task_ids == {"resolve_project", "promote", "approve"}
+    assert set(tasks["record"].upstream_task_ids) == {"drift", "conclude_approval"}
+    assert {"approve", "conclude_approval"} <= tasks["watcher"].upstream_task_ids
+    # The run outlives the review's timeout.
+    assert dag.dagrun_timeout == timedelta(hours=2, minutes=90)
+    assert "approval" in dag.tags and "**approve** waits for a reviewer" in dag.doc_md
+    # Without approval the demo's DAG has neither task.
+    assert not {"approve", "conclude_approval"} & set(dagbag.dags["retrain_flights_arr_delay"].task_ids)

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from retrainer import demo, storage
 from retrainer.airflow_api import AirflowClient
 from retrainer.catalog import BatchStatus, Catalog
 from retrainer.config import load_config
+from retrainer.history import read_history
 from retrainer.stack import REPO_ROOT, StackStatus
 
 from .conftest import project_stack, write_manual_project
@@ -39,12 +41,24 @@ WEEKS = demo.week_starts(demo.DEMO_START, 4)
 CORRUPT_WEEK = 4
 
 
+# Two more projects in the same deployment whose promotions need a reviewer: one is approved, one rejected.
+REVIEWED = ("it_approved", "it_rejected")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("weekly")
     path = write_manual_project(root, PROJECT, MODEL)
     shutil.copytree(REPO_ROOT / "great_expectations", root / "gx", ignore=shutil.ignore_patterns("uncommitted"))
     demo.land_weeks(load_config(path), WEEKS[0], len(WEEKS), corrupt_weeks=(CORRUPT_WEEK,))
+    for name in REVIEWED:
+        raw = yaml.safe_load(path.read_text())
+        raw.update(name=name, registered_model=f"{name}_model")
+        raw["data"]["root_uri"] = str(root / f"data_{name}")
+        raw["promotion"].update(approval="required", approval_timeout_minutes=30)
+        reviewed = path.parent / f"{name}.yaml"
+        reviewed.write_text(yaml.safe_dump(raw, sort_keys=False))
+        demo.land_weeks(load_config(reviewed), WEEKS[0], 1)
     return path
 
 
@@ -162,3 +176,46 @@ def test_corrupted_batch_is_quarantined_and_nothing_changes(
     report = json.loads(storage.read_bytes(storage.join(catalog.quarantine, batch, "validation.json")))
     assert report["success"] is False
     assert any(f["expectation_type"] == "expect_column_values_to_be_in_set" for f in report["failed"])
+
+
+def test_a_reviewer_approves_one_promotion_and_rejects_another_in_the_airflow_api(
+    client: AirflowClient, registry: Any, stack: StackStatus
+) -> None:
+    """Both runs wait in ``approve`` (awaiting_input) with the gate's decision; the answers decide the alias."""
+    user = stack.username
+    cutoff = demo.week_cutoff(WEEKS[0]).isoformat()
+    runs = {}
+    for name in REVIEWED:
+        client.wait_until_dag_parsed(f"retrain_{name}", timeout=180)
+        client.unpause(f"retrain_{name}")
+        runs[name] = client.trigger(f"retrain_{name}", conf={"cutoff": cutoff, "max_train_rows": 300})
+    for name, answer in zip(REVIEWED, ("Approve", "Reject"), strict=True):
+        dag_id, run_id = f"retrain_{name}", runs[name]
+        waiting = client.wait_for_task_state(dag_id, run_id, "approve", {"awaiting_input"}, timeout=600)
+        assert waiting["state"] == "awaiting_input"
+        decision = client.xcom(dag_id, run_id, "promote")
+        assert decision["awaiting_approval"] and decision["version"] == "1", decision
+        assert registry.get_model_version(f"{name}_model", "1").tags["retrainer.decision"] == "awaiting_approval"
+        assert not registry.get_registered_model(f"{name}_model").aliases  # nothing moved while waiting
+        client.respond(dag_id, run_id, "approve", [answer], {"comment": f"{answer.lower()} in test"})
+    for name in REVIEWED:
+        dag_id, run_id = f"retrain_{name}", runs[name]
+        run = client.wait_for_dag_run(dag_id, run_id, timeout=600)
+        tasks = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
+        assert run["state"] == "success", tasks
+        assert tasks["approve"] == tasks["conclude_approval"] == tasks["record"] == "success"
+        concluded = client.xcom(dag_id, run_id, "conclude_approval")
+        assert concluded["approval"]["by"] == user and not concluded["approval"]["timed_out"]
+
+    approved, rejected = REVIEWED
+    champion = registry.get_model_version_by_alias(f"{approved}_model", "champion")
+    assert champion.version == "1" and champion.tags["retrainer.approved_by"] == user
+    assert champion.tags["retrainer.reason"].startswith(f"approved by {user} at ")
+    assert '("approve in test")' in champion.tags["retrainer.reason"]
+    [move] = read_history(registry, f"{approved}_model")
+    assert (move.action, move.by, move.to_version) == ("approval", user, "1")
+
+    assert not registry.get_registered_model(f"{rejected}_model").aliases
+    version = registry.get_model_version(f"{rejected}_model", "1")
+    assert version.tags["retrainer.decision"] == "rejected" and version.tags["retrainer.rejected_by"] == user
+    assert version.tags["retrainer.reason"].startswith(f"rejected by {user} at ")

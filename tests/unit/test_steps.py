@@ -744,3 +744,105 @@ def test_serving_at_follows_the_moves_of_one_alias() -> None:
     assert serving_at(moves, datetime(2026, 1, 8, tzinfo=UTC)) == "1"
     assert serving_at(moves, datetime(2026, 1, 9, tzinfo=UTC)) == "2"
     assert serving_at(moves, datetime(2026, 1, 6, tzinfo=UTC), alias="challenger") == "3"
+
+
+# -- approval ---------------------------------------------------------------------------------------------------
+def _awaiting(config: Any, cutoff: Any, cycle_id: str, **train_options: Any) -> Any:
+    training = steps.train(config, _tracking(), cutoff, cycle_id, **train_options)
+    decision = steps.promote(
+        config, _tracking(), training.run_id, steps.evaluate(config, _tracking(), training.run_id)
+    )
+    return decision
+
+
+def test_with_approval_required_the_alias_moves_only_when_a_reviewer_approves(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    from datetime import UTC, datetime
+
+    project = synthetic_project("reviewed", promotion={"approval": "required", "approval_timeout_minutes": 90})
+    project.land_and_accept(range(2))
+    config, cutoff = project.config, synth.cutoff_after(1)
+    first = _awaiting(config, cutoff, "first", max_train_rows=20)
+    # The gate promotes, the version is registered, but @champion waits.
+    assert first.verdict == "promoted" and first.awaiting_approval and not first.promoted
+    assert first.state == "awaiting_approval" and first.version == "1"
+    assert steps.champion_version(_client(), config) is None
+    assert _version_tags("reviewed", "1")[f"{TAG}decision"] == "awaiting_approval"
+    assert steps.CycleRecord(cycle_id="first", recorded_at=first.decided_at, decision=first).outcome == (
+        "awaiting approval v1"
+    )
+    at = datetime(2026, 12, 2, 10, tzinfo=UTC)
+    approved = steps.conclude_approval(
+        config, _tracking(), first.run_id, steps.Approval(approved=True, by="alice", at=at, comment="looks fine")
+    )
+    assert approved.promoted and approved.approval.by == "alice" and _champion("reviewed") == "1"
+    assert approved.reason.startswith('approved by alice at 2026-12-02T10:00:00+00:00 ("looks fine"): first model')
+    assert _version_tags("reviewed", "1")[f"{TAG}approved_by"] == "alice"
+    # Asking again returns the recorded answer and moves nothing twice.
+    again = steps.conclude_approval(
+        config, _tracking(), first.run_id, steps.Approval(approved=False, by="x", at=at)
+    )
+    assert again.approval.by == "alice" and again.promoted
+    dry = steps.train(config, _tracking(), cutoff, "dry")
+    steps.promote(config, _tracking(), dry.run_id, steps.evaluate(config, _tracking(), dry.run_id), dry_run=True)
+    with pytest.raises(ValueError, match=r"not awaiting approval \(dry_run:"):
+        steps.conclude_approval(config, _tracking(), dry.run_id, steps.Approval(approved=True, by="x", at=at))
+
+    # Two candidates compared with v1 await at once: approving the first supersedes the second.
+    second, third = (_awaiting(config, cutoff, name, max_train_rows=40) for name in ("second", "third"))
+    assert (second.version, third.version) == ("2", "3") and second.awaiting_approval and third.awaiting_approval
+    steps.conclude_approval(config, _tracking(), second.run_id, steps.Approval(approved=True, by="bob", at=at))
+    late = steps.conclude_approval(
+        config, _tracking(), third.run_id, steps.Approval(approved=True, by="bob", at=at)
+    )
+    assert late.verdict == "rejected" and late.superseded and not late.promoted
+    assert late.reason.startswith("superseded: the champion moved from v1 to v2 (approval by bob at ")
+    assert _champion("reviewed") == "2"
+    moves = steps.alias_history(config, _tracking())
+    assert [(m.action, m.by, m.from_version, m.to_version) for m in moves] == [
+        ("approval", "alice", None, "1"),
+        ("approval", "bob", "1", "2"),
+    ]
+    # Nobody answered in time: the scheduler's default rejects, and the record says so.
+    fourth = _awaiting(config, cutoff, "fourth")
+    assert fourth.awaiting_approval, fourth.reason
+    timed_out = steps.conclude_approval(
+        config, _tracking(), fourth.run_id, steps.Approval(approved=False, by=None, at=at, timed_out=True)
+    )
+    assert timed_out.verdict == "rejected" and _champion("reviewed") == "2"
+    assert timed_out.reason.startswith(
+        "rejected: no reviewer answered within 90 minutes (the default is to reject)"
+    )
+    assert _version_tags("reviewed", fourth.version)[f"{TAG}rejected_by"] == "timeout"
+    card = _run_text(fourth.run_id, "model_card/model_card.md")
+    assert "**Decision: rejected.**" in card and "**Review:** rejected: no reviewer answered" in card
+
+
+def _run_text(run_id: str, path: str) -> str:
+    import mlflow
+
+    with _tracking().active():
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+
+
+def test_cli_approve_moves_the_champion_and_amends_the_cycle_record(
+    synthetic_project: Callable[..., Any], synth: SimpleNamespace
+) -> None:
+    project = synthetic_project("cli_reviewed", promotion={"approval": "required"})
+    project.land_and_accept(range(2))
+    record = steps.run_cycle(project.config, _tracking(), synth.cutoff_after(1), "week-1", force=True)
+    assert record.outcome == "awaiting approval v1"
+    assert steps.cycle_table(project.config)[-1].decision == "awaiting approval v1"
+
+    run_id = record.decision.run_id
+    result = _invoke("approve", "-c", str(project.path), "--run-id", run_id, "--by", "carol", "--comment", "ok")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["approval"]["by"] == "carol"
+    assert _champion("cli_reviewed") == "1"
+    row = steps.cycle_table(project.config)[-1]
+    assert (
+        row.decision == "promoted v1" and row.reason.startswith("approved by carol at ") and '("ok")' in row.reason
+    )
+    unknown = _invoke("approve", "-c", str(project.path), "--run-id", "0" * 32)
+    assert unknown.exit_code == 1

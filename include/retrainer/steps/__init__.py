@@ -7,6 +7,7 @@ an Airflow task (through XCom, as the model's JSON) and a plain Python loop. Dat
 store and MLflow, never through return values.
 """
 
+from retrainer.steps.approval import Approval, ApprovalRequest, approval_request
 from retrainer.steps.candidate import TrainingResult, train, training_window, untrained_batches
 from retrainer.steps.common import (
     CHAMPION,
@@ -26,13 +27,30 @@ from retrainer.steps.data_drift import DriftOutcome, drift
 from retrainer.steps.evaluation import Evaluation, evaluate
 from retrainer.steps.gating import GateOutcome, gate_alerts
 from retrainer.steps.ingestion import IngestResult, ingest
-from retrainer.steps.records import CycleParts, CycleRecord, CycleRow, cycle_table, error_of, record_cycle
-from retrainer.steps.registry import DecisionRecord, RollbackResult, alias_history, promote, rollback
+from retrainer.steps.records import (
+    CycleParts,
+    CycleRecord,
+    CycleRow,
+    amend_cycle_decision,
+    cycle_table,
+    error_of,
+    record_cycle,
+)
+from retrainer.steps.registry import (
+    DecisionRecord,
+    RollbackResult,
+    alias_history,
+    conclude_approval,
+    promote,
+    rollback,
+)
 from retrainer.steps.validation import ValidationResult, validate
 
 __all__ = [
     "CHAMPION",
     "TAG",
+    "Approval",
+    "ApprovalRequest",
     "BatchRejectedError",
     "ConceptCheck",
     "ConceptDriftResult",
@@ -50,9 +68,12 @@ __all__ = [
     "TrainingResult",
     "ValidationResult",
     "alias_history",
+    "amend_cycle_decision",
+    "approval_request",
     "champion_version",
     "code_version",
     "concept_drift",
+    "conclude_approval",
     "cycle_table",
     "drift",
     "error_of",

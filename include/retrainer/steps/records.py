@@ -78,6 +78,8 @@ class CycleRecord(StepResult):
     def outcome(self) -> str:
         """The cycle in a few words: ``promoted v3``, ``rejected v4``, ``stopped: ...``, ``suppressed: ...``."""
         if self.decision is not None:
+            if self.decision.awaiting_approval:
+                return f"awaiting approval v{self.decision.version}"
             if self.decision.version:
                 return f"{self.decision.verdict.value} v{self.decision.version}"
             if self.decision.superseded:
@@ -91,9 +93,9 @@ class CycleRecord(StepResult):
 
     @property
     def outcome_kind(self) -> str:
-        """One word for metrics: promoted, rejected, dry_run, suppressed, stopped or not_run."""
+        """One word for metrics: promoted, rejected, awaiting_approval, dry_run, suppressed, stopped or not_run."""
         if self.decision is not None:
-            return "dry_run" if self.decision.dry_run else self.decision.verdict.value
+            return self.decision.state.split(":")[0]
         if self.gate is not None and self.gate.decision == "suppressed":
             return "suppressed"
         return "stopped" if self.error else "not_run"
@@ -191,6 +193,20 @@ def record_cycle(
         pointer = {"cycle_id": cycle_id, "recorded_at": record.recorded_at.isoformat()}
         storage.write_bytes(last_alert_retrain_uri(config), json.dumps(pointer).encode())
     return record
+
+
+def amend_cycle_decision(config: ProjectConfig, decision: DecisionRecord) -> CycleRecord | None:
+    """Replace the decision in its cycle's record (an approval answered after the cycle was recorded, as with
+    ``retrainer approve``); None when the cycle has no record."""
+    if not decision.cycle_id:
+        return None
+    uri = storage.join(Catalog(config).reports, "cycles", f"{safe_id(decision.cycle_id)}.json")
+    if not storage.exists(uri):
+        return None
+    record = CycleRecord.model_validate_json(storage.read_bytes(uri))
+    amended = record.model_copy(update={"decision": decision})
+    storage.write_bytes(uri, json.dumps(amended.to_json(), indent=2).encode())
+    return amended
 
 
 def read_cycles(config: ProjectConfig) -> list[CycleRecord]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from retrainer import history, locks, storage
 from retrainer.promotion import Decision, Verdict, decide
+from retrainer.steps.approval import Approval
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
@@ -35,7 +36,10 @@ class DecisionRecord(Decision, StepResult):
         decided_at: When.
         version: The new model version (None on a dry run, or when superseded).
         superseded: The champion moved after the candidate was compared with it (another promotion or a
-            rollback won the race): rejected, nothing registered.
+            rollback won the race): rejected, nothing registered (or, after approval, the alias not moved).
+        awaiting_approval: The gate promotes and ``promotion.approval`` is required: the version is registered,
+            ``@champion`` waits for a reviewer (:func:`conclude_approval`).
+        approval: The reviewer's answer, once given.
     """
 
     run_id: str
@@ -45,11 +49,20 @@ class DecisionRecord(Decision, StepResult):
     decided_at: datetime
     version: str | None = None
     superseded: bool = False
+    awaiting_approval: bool = False
+    approval: Approval | None = None
 
     @property
     def promoted(self) -> bool:
         """Whether ``@champion`` moved to the candidate."""
-        return self.verdict is Verdict.PROMOTE and not self.dry_run
+        return self.verdict is Verdict.PROMOTE and not self.dry_run and not self.awaiting_approval
+
+    @property
+    def state(self) -> str:
+        """The decision tag's value: ``promoted``, ``rejected``, ``awaiting_approval`` or ``dry_run:<verdict>``."""
+        if self.dry_run:
+            return f"dry_run:{self.verdict.value}"
+        return "awaiting_approval" if self.awaiting_approval else self.verdict.value
 
 
 class RollbackResult(StepResult):
@@ -79,7 +92,9 @@ def promote(
 
     The decision (verdict, reason, both scores, margin) is written as tags on the version and on the run, and
     as the run artifact ``decision/decision.json``. A rejected version stays in the registry, tagged with why.
-    With ``dry_run`` the decision is computed and logged on the run but nothing is registered.
+    With ``dry_run`` the decision is computed and logged on the run but nothing is registered. With
+    ``promotion.approval: required`` a candidate the gate promotes is registered and recorded as awaiting
+    approval; ``@champion`` moves only through :func:`conclude_approval`.
 
     The check that the champion is still the evaluated one and the alias move happen under the project's
     lease on its alias (:func:`champion_lock`), so a rollback or another promotion cannot slip in between.
@@ -123,6 +138,7 @@ def _promote(
         slices=evaluation.slices,
     )
     superseded = current_version != evaluation.champion_version
+    awaiting = config.promotion.approval == "required" and decision.promoted and not dry_run and not superseded
     if superseded:  # another run promoted (or rolled back) while this one was being evaluated
         decision = decision.model_copy(
             update={
@@ -134,8 +150,9 @@ def _promote(
         )
     run = client.get_run(run_id)
     cycle_id = run.data.tags.get(f"{TAG}cycle_id")
+    state = "awaiting_approval" if awaiting else decision.verdict.value
     tags = {
-        f"{TAG}decision": decision.verdict.value if not dry_run else f"dry_run:{decision.verdict.value}",
+        f"{TAG}decision": state if not dry_run else f"dry_run:{decision.verdict.value}",
         f"{TAG}reason": decision.reason,
         f"{TAG}candidate_{decision.metric}": f"{decision.candidate:.6g}",
         f"{TAG}champion_{decision.metric}": "none" if decision.champion is None else f"{decision.champion:.6g}",
@@ -175,12 +192,14 @@ def _promote(
         client.set_model_version_tag(config.model_name, version, f"{TAG}run_id", run_id)
         # Shown in the registry's version list: the decision in words.
         client.update_model_version(
-            config.model_name, version, description=f"{decision.verdict.value}: {decision.reason}"
+            config.model_name, version, description=f"{state.replace('_', ' ')}: {decision.reason}"
         )
         if config.description and not client.get_registered_model(config.model_name).description:
             client.update_registered_model(config.model_name, description=config.description)
-        if decision.promoted:
-            _move_champion(client, config, evaluation.champion_version, version, run_id, cycle_id, owner, decision)
+        if decision.promoted and not awaiting:
+            _move_champion(
+                client, config, evaluation.champion_version, version, run_id, cycle_id, owner, decision.reason
+            )
     record = DecisionRecord(
         **dict(decision),
         run_id=run_id,
@@ -190,15 +209,35 @@ def _promote(
         decided_at=datetime.now(UTC).replace(microsecond=0),
         version=version,
         superseded=superseded,
+        awaiting_approval=awaiting,
     )
-    with mlflow.start_run(run_id=run_id):
-        mlflow.set_tags({**tags, f"{TAG}version": version or "none"})
+    _log_decision(config, client, record, run.data.tags, {**tags, f"{TAG}version": version or "none"})
+    log.info("%s v%s: %s", state.replace("_", " "), version, decision.reason)
+    _log_version_url(tracking, config, version)
+    return record
+
+
+def _log_decision(
+    config: ProjectConfig,
+    client: MlflowClient,
+    record: DecisionRecord,
+    run_tags: dict[str, str],
+    tags: dict[str, str],
+) -> None:
+    """The decision on the run: its tags, ``decision/decision.json`` and the model card (linked from the
+    version)."""
+    import mlflow
+
+    with mlflow.start_run(run_id=record.run_id):
+        mlflow.set_tags(tags)
         mlflow.log_dict(record.to_json(), "decision/decision.json")
-        _log_model_card(config, record, run.data.tags)
-    if version is not None:
-        card = f"{run.info.artifact_uri}/model_card/model_card.html"
-        client.set_model_version_tag(config.model_name, version, f"{TAG}model_card", card)
-    log.info("%s v%s: %s", decision.verdict.value, version, decision.reason)
+        _log_model_card(config, record, run_tags)
+    if record.version is not None:
+        card = f"{client.get_run(record.run_id).info.artifact_uri}/model_card/model_card.html"
+        client.set_model_version_tag(config.model_name, record.version, f"{TAG}model_card", card)
+
+
+def _log_version_url(tracking: Tracking, config: ProjectConfig, version: str | None) -> None:
     if version is not None and tracking.uri.startswith("http"):
         log.info(
             "model version and its card: %s/#/models/%s/versions/%s",
@@ -206,7 +245,82 @@ def _promote(
             config.model_name,
             version,
         )
-    return record
+
+
+def conclude_approval(
+    config: ProjectConfig, tracking: Tracking, run_id: str, approval: Approval, *, lock_wait_s: float = 300.0
+) -> DecisionRecord:
+    """Apply a reviewer's answer to a promotion awaiting approval.
+
+    Under the project's alias lease: approved, ``@champion`` moves to the version if it still points at the
+    champion the candidate was compared with (else the decision is superseded, nothing moves); rejected (or no
+    answer in time), the version stays registered, tagged with who rejected it. The answer is recorded on the
+    run (``decision/decision.json``, the model card), on the version and, for a move, in the alias history
+    (action ``approval``, by the reviewer). A second call for the same run returns the recorded decision.
+
+    Raises:
+        ValueError: The run's decision is not awaiting approval.
+    """
+    owner = locks.default_owner(f"approval of run {run_id}")
+    with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
+        import mlflow
+
+        client = tracking.client()
+        recorded = mlflow.artifacts.load_dict(f"runs:/{run_id}/decision/decision.json")
+        record = DecisionRecord.model_validate(recorded)
+        if record.approval is not None:
+            return record  # a retry after the answer was recorded
+        if not record.awaiting_approval or record.version is None:
+            raise ValueError(
+                f"the decision of run {run_id} is not awaiting approval ({record.state}: {record.reason})"
+            )
+        current = champion_version(client, config)
+        current_version = None if current is None else str(current.version)
+        superseded = current_version not in (record.champion_version, record.version)
+        answer = approval.text(config.promotion.approval_timeout_minutes)
+        if superseded:
+            verdict = Verdict.REJECT
+            moved = _moved(client, config, record.champion_version, current_version)
+            reason = f"superseded: {moved} while v{record.version} awaited approval ({answer}); {record.reason}"
+        elif approval.approved:
+            verdict, reason = Verdict.PROMOTE, f"{answer}: {record.reason}"
+            _move_champion(
+                client,
+                config,
+                record.champion_version,
+                record.version,
+                run_id,
+                record.cycle_id,
+                approval.by or owner,
+                reason,
+                action="approval",
+            )
+        else:
+            verdict, reason = Verdict.REJECT, f"{answer}; the gate had said: {record.reason}"
+        concluded = record.model_copy(
+            update={
+                "verdict": verdict,
+                "reason": reason,
+                "awaiting_approval": False,
+                "approval": approval,
+                "superseded": superseded,
+                "decided_at": datetime.now(UTC).replace(microsecond=0),
+            }
+        )
+        tags = {
+            f"{TAG}decision": concluded.state,
+            f"{TAG}reason": reason,
+            f"{TAG}approval": "approved" if approval.approved else "rejected",
+            f"{TAG}approved_by" if approval.approved else f"{TAG}rejected_by": approval.by or "timeout",
+            f"{TAG}approval_at": approval.at.isoformat(),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(config.model_name, record.version, key, value)
+        client.update_model_version(config.model_name, record.version, description=f"{verdict.value}: {reason}")
+        _log_decision(config, client, concluded, client.get_run(run_id).data.tags, tags)
+    log.info("%s v%s: %s", verdict.value, record.version, reason)
+    _log_version_url(tracking, config, record.version)
+    return concluded
 
 
 def _log_model_card(config: ProjectConfig, record: DecisionRecord, run_tags: dict[str, str]) -> None:
@@ -254,7 +368,9 @@ def _move_champion(
     run_id: str,
     cycle_id: str | None,
     owner: str,
-    decision: Decision,
+    reason: str,
+    *,
+    action: str = "promotion",
 ) -> None:
     """Point ``@champion`` at ``version``, read it back, and append the move to the alias history once."""
     client.set_registered_model_alias(config.model_name, CHAMPION, version)
@@ -273,11 +389,11 @@ def _move_champion(
         alias=CHAMPION,
         from_version=previous,
         to_version=version,
-        action="promotion",
+        action=action,
         by=owner,
         run_id=run_id,
         cycle_id=cycle_id,
-        reason=decision.reason,
+        reason=reason,
     )
 
 
