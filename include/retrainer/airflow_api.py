@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -22,6 +23,8 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 TERMINAL_STATES = frozenset({"success", "failed"})
+TASK_FINAL_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+log = logging.getLogger(__name__)
 _PAGE = 100  # Airflow's default [api] maximum_page_limit
 
 
@@ -482,18 +485,37 @@ class AirflowClient:
         chosen_options: list[str],
         params_input: dict[str, Any] | None = None,
         map_index: int = -1,
+        timeout: float = 300.0,
     ) -> dict[str, Any]:
-        """Answer a human-in-the-loop task (what the UI's *Required actions* form does), as this user.
+        """Answer a human-in-the-loop task (what the UI's *Required actions* form does), as this user, and
+        wait until the task has taken the answer (it left ``awaiting_input`` for a final state).
+
+        An answer that lands within a scheduler loop of the request can be lost in Airflow 3.3: the scheduler
+        queues the resumed task before it has seen the waiting try's process exit, takes that exit for an
+        external state change and retries the task, which asks again and erases the answer. The same answer
+        is then given to the new request.
 
         Raises:
-            AirflowApiError: The task awaits no answer, was answered already (409), or the option is invalid.
+            AirflowApiError: The task awaits no answer, was answered already (409), the option is invalid,
+                or the task did not finish within ``timeout``.
         """
-        response = self._request(
-            "PATCH",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": chosen_options, "params_input": params_input or {}},
-        )
-        return response.json()
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        answer = {"chosen_options": chosen_options, "params_input": params_input or {}}
+        answered_try = int(self._get_json(path).get("try_number") or 0)
+        response = self._request("PATCH", f"{path}/{map_index}/hitlDetails", json=answer).json()
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self._get_json(path)
+            state, try_number = task.get("state"), int(task.get("try_number") or 0)
+            if state in TASK_FINAL_STATES:
+                return response
+            if state == "awaiting_input" and try_number > answered_try:
+                log.warning("%s.%s of %s asked again (try %s)", dag_id, task_id, run_id, try_number)
+                answered_try = try_number
+                response = self._request("PATCH", f"{path}/{map_index}/hitlDetails", json=answer).json()
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"{task_id} of run {run_id} still {state} {timeout:.0f} s after the answer")
+            time.sleep(self.poll_interval)
 
     def asset_id(self, uri: str) -> int:
         """The id of the asset with this URI (asset events are posted by id).

@@ -68,3 +68,30 @@ def test_a_pool_that_exists_is_updated_with_the_whole_body_the_api_wants() -> No
         "PATCH",
         {"pool": "retrainer_x", "slots": 1, "description": "data steps of x", "include_deferred": False},
     )
+
+
+def test_an_answer_erased_by_airflow_retrying_the_task_is_given_again() -> None:
+    """Airflow 3.3 can retry a task answered within a scheduler loop: the new request gets the same answer."""
+    client, calls = _client(
+        [
+            (200, {"state": "awaiting_input", "try_number": 1}),  # before the answer
+            (200, {"chosen_options": ["Approve"]}),
+            (200, {"state": "up_for_retry", "try_number": 1}),
+            (200, {"state": "awaiting_input", "try_number": 2}),  # asked again: the answer was erased
+            (200, {"chosen_options": ["Approve"]}),
+            (200, {"state": "running", "try_number": 2}),
+            (200, {"state": "success", "try_number": 2}),
+        ]
+    )
+    client.poll_interval = 0
+    assert client.respond("retrain_x", "run_1", "approve", ["Approve"]) == {"chosen_options": ["Approve"]}
+    task, answer = "/api/v2/dags/retrain_x/dagRuns/run_1/taskInstances/approve", "/-1/hitlDetails"
+    assert calls == [task, task + answer, task, task, task + answer, task, task]
+
+
+def test_an_answer_the_task_never_takes_fails_after_the_timeout() -> None:
+    waiting = {"state": "awaiting_input", "try_number": 1}
+    client, _ = _client([(200, waiting), (200, {}), (200, {"state": "queued"})])
+    client.poll_interval = 0
+    with pytest.raises(AirflowApiError, match="approve of run run_1 still queued"):
+        client.respond("retrain_x", "run_1", "approve", ["Approve"], timeout=0.05)
