@@ -257,6 +257,33 @@ def promote(
     _emit(_run(steps.promote, project, tracking, run_id, evaluation, dry_run=dry_run))
 
 
+@app.command("serving-check")
+def serving_check(
+    config: ConfigOption,
+    run_id: Annotated[str, typer.Option(help="The candidate's MLflow run id (its window's newest batch).")],
+    model_uri: Annotated[
+        str | None, typer.Option(help="What to load (default: the run's registered version, else its model).")
+    ] = None,
+) -> None:
+    """Load the candidate as a consumer would, in a fresh process, beside the champion: latency, memory, output."""
+    from retrainer import steps
+
+    project, tracking = _load(config), _tracking()
+    client = tracking.client()
+    if model_uri is None:
+        versions = client.search_model_versions(f"name='{project.model_name}' and run_id='{run_id}'")
+        model_uri = (
+            f"models:/{project.model_name}/{versions[0].version}"
+            if versions
+            else _run(client.get_run, run_id).data.tags.get(f"{steps.TAG}model_uri")
+        )
+    if not model_uri:
+        _fail(f"MLflow run {run_id} has no model: is it a candidate of the train step?")
+    champion = steps.champion_version(client, project)
+    champion_uri = None if champion is None else f"models:/{project.model_name}/{champion.version}"
+    _emit(_run(steps.serving_check, project, tracking, run_id, model_uri, champion_uri))
+
+
 @app.command()
 def approve(
     config: ConfigOption,

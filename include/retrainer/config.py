@@ -203,6 +203,34 @@ class SliceGateConfig(_Strict):
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
 
 
+class ServingConfig(_Strict):
+    """The serving check before ``@champion`` moves: the registered candidate is loaded as a consumer loads it
+    (``mlflow.pyfunc.load_model("models:/<model>/<version>")``, in a fresh process) and predicts the newest
+    accepted batch of its window.
+
+    Attributes:
+        enabled: Run the check on every candidate the gate would promote.
+        max_p95_ms_per_1k_rows: Budget of the 95th percentile of the prediction latency per 1,000 rows.
+        max_peak_memory_mb: Budget of the memory the loaded model and its predictions add to the process.
+        max_factor_vs_champion: Latency and memory may be at most this many times the champion's (measured
+            the same way, just before); None: no comparison.
+        latency_noise_floor_ms: A latency under this never fails the comparison with the champion: at a few
+            milliseconds per 1,000 rows the ratio is noise of the machine, not of the model.
+        memory_noise_floor_mb: The same for memory.
+        max_rows: Rows of the batch predicted (its newest ones).
+        timeout_s: How long one model's check may take, loading included.
+    """
+
+    enabled: bool = True
+    max_p95_ms_per_1k_rows: float | None = Field(default=None, gt=0)
+    max_peak_memory_mb: float | None = Field(default=None, gt=0)
+    max_factor_vs_champion: float | None = Field(default=3.0, ge=1.0)
+    latency_noise_floor_ms: float = Field(default=50.0, ge=0)
+    memory_noise_floor_mb: float = Field(default=64.0, ge=0)
+    max_rows: int = Field(default=20_000, ge=1)
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
 class PromotionConfig(_Strict):
     """When a candidate replaces the champion.
 
@@ -229,6 +257,7 @@ class PromotionConfig(_Strict):
             Airflow task ``approve``, or ``retrainer approve``) before ``@champion`` moves; ``none``: it moves at
             once.
         approval_timeout_minutes: How long a reviewer has; without an answer the candidate is rejected.
+        serving: The serving check of a candidate the gate promotes (latency, memory, output).
     """
 
     rule: Literal["superiority", "non_inferiority"] = "superiority"
@@ -244,6 +273,7 @@ class PromotionConfig(_Strict):
     slices: SliceGateConfig = Field(default_factory=SliceGateConfig)
     approval: Literal["none", "required"] = "none"
     approval_timeout_minutes: float = Field(default=24 * 60, gt=0)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @field_validator("secondary")
     @classmethod

@@ -117,14 +117,30 @@ def render_markdown(
         ]
     else:
         lines.append("No slice columns configured (`promotion.slices.columns`), or no champion.")
-    lines += [
-        "",
-        "## Serving check",
-        "",
-        "Not run by this version of the platform: the model is loaded and scored by `evaluate` only.",
-        "",
-    ]
+    lines += ["", "## Serving check", "", *_serving_lines(decision), ""]
     return "\n".join(lines)
+
+
+def _serving_lines(decision: DecisionRecord) -> list[str]:
+    serving = decision.serving
+    if serving is None:
+        return ["Not run: the gate did not promote this candidate (or `promotion.serving.enabled` is false)."]
+    lines = [
+        f"{serving.reason}.",
+        "",
+        f"Loaded with `mlflow.pyfunc.load_model` in a fresh process; the newest {serving.candidate.rows} rows of "
+        f"batch `{serving.batch_id}` predicted.",
+        "",
+        "| model | load s | p95 ms per 1,000 rows | peak memory MB | output |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, figures in (("candidate", serving.candidate), ("champion", serving.champion)):
+        if figures is not None:
+            lines.append(
+                f"| {name} `{figures.model_uri}` | {figures.load_s:.2f} | {figures.p95_ms_per_1k_rows:.3g} | "
+                f"+{figures.peak_memory_mb:.0f} | {figures.problem or 'ok'} |"
+            )
+    return lines
 
 
 def _slice_row(check: SliceComparison) -> str:

@@ -48,7 +48,6 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
     Raises:
         ModelingError: A feature or the target is missing, or no row has a target.
     """
-    import numpy as np
     import pandas as pd
 
     target = config.schema_.target
@@ -58,15 +57,7 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
     labelled = frame[frame[target].notna()]
     if labelled.empty:
         raise ModelingError(f"no row has a value for the target {target!r}")
-    features = pd.DataFrame(index=labelled.index)
-    for column in config.numeric_features:
-        features[column] = pd.to_numeric(labelled[column], errors="coerce").astype("float64")
-    for column in config.categorical_features:
-        values = labelled[column]
-        # Missing stays NaN (None and NaN alike) so the pipeline's imputer sees it as missing.
-        features[column] = (
-            values.astype("object").where(values.isna(), values.astype(str)).where(values.notna(), np.nan)
-        )
+    features = features_of(labelled, config)
     y = labelled[target]
     if config.task is Task.BINARY_CLASSIFICATION:
         labels = set(pd.unique(y))
@@ -78,6 +69,30 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
     else:
         y = pd.to_numeric(y, errors="raise").astype("float64")
     return features.reset_index(drop=True), y.reset_index(drop=True)
+
+
+def features_of(frame: pd.DataFrame, config: ProjectConfig) -> pd.DataFrame:
+    """The model's input columns of ``frame`` (labelled or not), typed as in training and serving.
+
+    Raises:
+        ModelingError: A feature is missing.
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in config.features if c not in frame.columns]
+    if missing:
+        raise ModelingError(f"columns missing from the data: {missing}")
+    features = pd.DataFrame(index=frame.index)
+    for column in config.numeric_features:
+        features[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in config.categorical_features:
+        values = frame[column]
+        # Missing stays NaN (None and NaN alike) so the pipeline's imputer sees it as missing.
+        features[column] = (
+            values.astype("object").where(values.isna(), values.astype(str)).where(values.notna(), np.nan)
+        )
+    return features
 
 
 def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str | None = None) -> HoldoutSplit:

@@ -169,6 +169,54 @@ def test_every_candidate_gets_a_model_card_logged_and_linked_from_its_version(li
     assert "model_card/differences.png" in artifacts  # compared with a champion: the plot of the difference
 
 
+def test_a_promoted_candidate_passed_the_serving_check_loaded_as_a_consumer_loads_it(
+    lifecycle: SimpleNamespace,
+) -> None:
+    import mlflow
+
+    serving = lifecycle.first.decision["serving"]
+    assert serving["passed"] and serving["champion"] is None and serving["batch_id"] == lifecycle.ids[-1]
+    figures = serving["candidate"]
+    assert figures["model_uri"] == "models:/lifecycle/1" and figures["rows"] == 200 and figures["problem"] is None
+    assert figures["p95_ms_per_1k_rows"] > 0 and figures["load_s"] > 0
+    tags = _version_tags("lifecycle", "1")
+    assert tags[f"{TAG}serving"] == "passed" and float(tags[f"{TAG}serving_p95_ms_per_1k_rows"]) > 0
+    run = _client().get_run(lifecycle.first.training["run_id"])
+    card = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card/model_card.md")
+    assert (
+        "## Serving check\n\nserving check passed: p95 " in card and "| candidate `models:/lifecycle/1` |" in card
+    )
+    assert lifecycle.tiny.decision["serving"] is None  # the gate rejected it: nothing to serve
+
+
+def test_a_candidate_over_the_serving_budget_is_rejected_naming_the_figure_and_stays_registered(
+    synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    project = synth.make_project(
+        tmp_path, "slow_serving", promotion={"serving": {"max_p95_ms_per_1k_rows": 0.000001}}
+    )
+    project.land_and_accept(range(2))
+    cycle = _cycle(project.config, synth.cutoff_after(1), "cycle-1")
+    decision = cycle.decision
+    assert decision["verdict"] == "rejected" and decision["version"] == "1"
+    assert re.match(
+        r"serving check failed: p95 [\d.]+ ms per 1,000 rows exceeds the budget 1e-06; the gate had said: first",
+        decision["reason"],
+    ), decision["reason"]
+    assert not _client().get_registered_model("slow_serving").aliases
+    tags = _version_tags("slow_serving", "1")
+    assert tags[f"{TAG}decision"] == "rejected" and tags[f"{TAG}serving"] == "failed"
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_serving_check(
+    lifecycle: SimpleNamespace,
+) -> None:
+    check = steps.serving_check(
+        lifecycle.config, _tracking(), lifecycle.first.training["run_id"], "models:/lifecycle/99"
+    )
+    assert not check.passed and check.reason.startswith("serving check failed: cannot load: ")
+
+
 def test_dry_run_registers_nothing(lifecycle: SimpleNamespace) -> None:
     decision = lifecycle.dry.decision
     assert decision["dry_run"] is True and decision["version"] is None
@@ -565,6 +613,16 @@ def test_cli_report_on_an_empty_project(synthetic_project: Callable[..., Any]) -
     as_json = _invoke("report", "--config", str(project.path), "--json")
     assert as_json.exit_code == 0
     assert json.loads(_ANSI.sub("", as_json.stdout)) == []
+
+
+def test_cli_serving_check_measures_the_registered_version_beside_the_champion(lifecycle: SimpleNamespace) -> None:
+    run_id = lifecycle.tiny.training["run_id"]  # v2, rejected by the gate: the check can still be asked for
+    result = _invoke("serving-check", "--config", str(lifecycle.project.path), "--run-id", run_id)
+    assert result.exit_code == 0, result.output
+    check = json.loads(_ANSI.sub("", result.stdout))
+    assert check["candidate"]["model_uri"] == "models:/lifecycle/2" and check["candidate"]["problem"] is None
+    assert check["champion"]["model_uri"] == f"models:/lifecycle/{_champion('lifecycle')}"
+    assert check["reason"].startswith("serving check passed: p95 ") and "(champion: p95 " in check["reason"]
 
 
 def test_cli_report_lists_recorded_cycles(lifecycle: SimpleNamespace) -> None:

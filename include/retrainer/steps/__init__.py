@@ -44,6 +44,7 @@ from retrainer.steps.registry import (
     promote,
     rollback,
 )
+from retrainer.steps.serving import ServingCheck, serving_check
 from retrainer.steps.validation import ValidationResult, validate
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "IngestResult",
     "NothingToTrainError",
     "RollbackResult",
+    "ServingCheck",
     "StepResult",
     "TrainingResult",
     "ValidationResult",
@@ -87,6 +89,7 @@ __all__ = [
     "rollback",
     "run_cycle",
     "safe_id",
+    "serving_check",
     "train",
     "training_window",
     "untrained_batches",

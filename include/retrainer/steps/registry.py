@@ -11,6 +11,7 @@ from retrainer import history, locks, storage
 from retrainer.promotion import Decision, Verdict, decide
 from retrainer.steps.approval import Approval
 from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
+from retrainer.steps.serving import ServingCheck, serving_check
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,6 +41,7 @@ class DecisionRecord(Decision, StepResult):
         awaiting_approval: The gate promotes and ``promotion.approval`` is required: the version is registered,
             ``@champion`` waits for a reviewer (:func:`conclude_approval`).
         approval: The reviewer's answer, once given.
+        serving: The serving check of a candidate the gate promoted (None when it did not run).
     """
 
     run_id: str
@@ -51,6 +53,7 @@ class DecisionRecord(Decision, StepResult):
     superseded: bool = False
     awaiting_approval: bool = False
     approval: Approval | None = None
+    serving: ServingCheck | None = None
 
     @property
     def promoted(self) -> bool:
@@ -138,7 +141,6 @@ def _promote(
         slices=evaluation.slices,
     )
     superseded = current_version != evaluation.champion_version
-    awaiting = config.promotion.approval == "required" and decision.promoted and not dry_run and not superseded
     if superseded:  # another run promoted (or rolled back) while this one was being evaluated
         decision = decision.model_copy(
             update={
@@ -150,6 +152,30 @@ def _promote(
         )
     run = client.get_run(run_id)
     cycle_id = run.data.tags.get(f"{TAG}cycle_id")
+    version = None
+    if not dry_run and not superseded:
+        # Registered before the serving check, which loads it as a consumer would; a rejected version stays.
+        model_version = (
+            registered[0]
+            if registered
+            else mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name)
+        )
+        version = str(model_version.version)
+    serving = None
+    if decision.promoted and not superseded and config.promotion.serving.enabled:
+        candidate_uri = f"models:/{config.model_name}/{version}" if version else run.data.tags[f"{TAG}model_uri"]
+        champion_uri = (
+            f"models:/{config.model_name}/{evaluation.champion_version}" if evaluation.champion_version else None
+        )
+        serving = serving_check(config, tracking, run_id, candidate_uri, champion_uri)
+        if not serving.passed:
+            decision = decision.model_copy(
+                update={
+                    "verdict": Verdict.REJECT,
+                    "reason": f"{serving.reason}; the gate had said: {decision.reason}",
+                }
+            )
+    awaiting = config.promotion.approval == "required" and decision.promoted and not dry_run and not superseded
     state = "awaiting_approval" if awaiting else decision.verdict.value
     tags = {
         f"{TAG}decision": state if not dry_run else f"dry_run:{decision.verdict.value}",
@@ -172,6 +198,7 @@ def _promote(
             if decision.slices
             else {}
         ),
+        **(_serving_tags(serving) if serving is not None else {}),
         f"{TAG}cycle_id": cycle_id or "",
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
         **{
@@ -180,15 +207,9 @@ def _promote(
             if f"{TAG}{key}" in run.data.tags
         },
     }
-    version = None
-    if not dry_run and not superseded:
-        if registered:
-            model_version = registered[0]
-            for key, value in tags.items():
-                client.set_model_version_tag(config.model_name, model_version.version, key, value)
-        else:
-            model_version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name, tags=tags)
-        version = str(model_version.version)
+    if version is not None:
+        for key, value in tags.items():
+            client.set_model_version_tag(config.model_name, version, key, value)
         client.set_model_version_tag(config.model_name, version, f"{TAG}run_id", run_id)
         # Shown in the registry's version list: the decision in words.
         client.update_model_version(
@@ -210,11 +231,21 @@ def _promote(
         version=version,
         superseded=superseded,
         awaiting_approval=awaiting,
+        serving=serving,
     )
     _log_decision(config, client, record, run.data.tags, {**tags, f"{TAG}version": version or "none"})
     log.info("%s v%s: %s", state.replace("_", " "), version, decision.reason)
     _log_version_url(tracking, config, version)
     return record
+
+
+def _serving_tags(serving: ServingCheck) -> dict[str, str]:
+    figures = serving.candidate
+    return {
+        f"{TAG}serving": "passed" if serving.passed else "failed",
+        f"{TAG}serving_p95_ms_per_1k_rows": f"{figures.p95_ms_per_1k_rows:.4g}",
+        f"{TAG}serving_peak_memory_mb": f"{figures.peak_memory_mb:.4g}",
+    }
 
 
 def _log_decision(
