@@ -258,6 +258,9 @@ class PromotionConfig(_Strict):
             once.
         approval_timeout_minutes: How long a reviewer has; without an answer the candidate is rejected.
         serving: The serving check of a candidate the gate promotes (latency, memory, output).
+        mode: ``enabled``: the gate decides and ``@champion`` moves; ``dry_run``: every candidate is decided and
+            recorded on its run, nothing is registered and no alias moves; ``disabled``: candidates are still
+            trained and evaluated (their figures recorded), but none is registered or promoted.
     """
 
     rule: Literal["superiority", "non_inferiority"] = "superiority"
@@ -274,6 +277,7 @@ class PromotionConfig(_Strict):
     approval: Literal["none", "required"] = "none"
     approval_timeout_minutes: float = Field(default=24 * 60, gt=0)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    mode: Literal["enabled", "dry_run", "disabled"] = "enabled"
 
     @field_validator("secondary")
     @classmethod

@@ -217,6 +217,28 @@ def test_a_model_that_cannot_be_loaded_fails_the_serving_check(
     assert not check.passed and check.reason.startswith("serving check failed: cannot load: ")
 
 
+@pytest.mark.parametrize("mode", ["dry_run", "disabled"])
+def test_a_project_in_dry_run_or_disabled_mode_decides_but_registers_and_promotes_nothing(
+    mode: str, synth: SimpleNamespace, tmp_path: Path
+) -> None:
+    name = f"mode_{mode}"
+    project = synth.make_project(tmp_path, name, promotion={"mode": mode})
+    project.land_and_accept(range(2))
+    decision = _cycle(project.config, synth.cutoff_after(1), "cycle-1").decision
+    assert decision["version"] is None
+    if mode == "dry_run":  # the whole decision, the serving check of the run's model included, recorded
+        assert decision["dry_run"] and decision["verdict"] == "promoted" and decision["serving"]["passed"]
+        assert decision["reason"].startswith("first model: ")
+    else:
+        assert not decision["dry_run"] and decision["verdict"] == "rejected" and decision["serving"] is None
+        assert decision["reason"].startswith(
+            "promotion is disabled (promotion.mode: disabled); the gate would have said: first model: "
+        )
+    assert _client().search_model_versions(f"name='{name}'") == []
+    recorded = _client().get_run(decision["run_id"]).data.tags
+    assert recorded[f"{TAG}decision"] == ("dry_run:promoted" if mode == "dry_run" else "rejected")
+
+
 def test_dry_run_registers_nothing(lifecycle: SimpleNamespace) -> None:
     decision = lifecycle.dry.decision
     assert decision["dry_run"] is True and decision["version"] is None

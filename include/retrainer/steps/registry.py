@@ -95,7 +95,9 @@ def promote(
 
     The decision (verdict, reason, both scores, margin) is written as tags on the version and on the run, and
     as the run artifact ``decision/decision.json``. A rejected version stays in the registry, tagged with why.
-    With ``dry_run`` the decision is computed and logged on the run but nothing is registered. With
+    With ``dry_run`` (or ``promotion.mode: dry_run``) the decision is computed and logged on the run but nothing
+    is registered; with ``promotion.mode: disabled`` the decision is recorded as rejected (saying what the gate
+    would have said) and nothing is registered. With
     ``promotion.approval: required`` a candidate the gate promotes is registered and recorded as awaiting
     approval; ``@champion`` moves only through :func:`conclude_approval`.
 
@@ -113,6 +115,7 @@ def promote(
             ``lock_wait_s``.
     """
     owner = locks.default_owner(f"promote of run {run_id}")
+    dry_run = dry_run or config.promotion.mode == "dry_run"
     with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
         return _promote(config, tracking, run_id, evaluation, dry_run, owner)
 
@@ -150,10 +153,19 @@ def _promote(
                 f"{decision.reason}",
             }
         )
+    disabled = config.promotion.mode == "disabled"
+    if disabled:
+        decision = decision.model_copy(
+            update={
+                "verdict": Verdict.REJECT,
+                "reason": f"promotion is disabled (promotion.mode: disabled); the gate would have said: "
+                f"{decision.reason}",
+            }
+        )
     run = client.get_run(run_id)
     cycle_id = run.data.tags.get(f"{TAG}cycle_id")
     version = None
-    if not dry_run and not superseded:
+    if not dry_run and not superseded and not disabled:
         # Registered before the serving check, which loads it as a consumer would; a rejected version stays.
         model_version = (
             registered[0]
