@@ -852,6 +852,10 @@ def test_with_approval_required_the_alias_moves_only_when_a_reviewer_approves(
     assert steps.CycleRecord(cycle_id="first", recorded_at=first.decided_at, decision=first).outcome == (
         "awaiting approval v1"
     )
+    request = steps.approval_request(config, first, "http://mlflow.example:5000/")
+    assert request.subject.startswith("Promote reviewed v1? (rmse ")
+    assert "- Serving: serving check passed: p95 " in request.body
+    assert "[Model version v1 in MLflow](http://mlflow.example:5000/#/models/reviewed/versions/1)" in request.body
     at = datetime(2026, 12, 2, 10, tzinfo=UTC)
     approved = steps.conclude_approval(
         config, _tracking(), first.run_id, steps.Approval(approved=True, by="alice", at=at, comment="looks fine")

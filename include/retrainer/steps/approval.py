@@ -61,7 +61,7 @@ class ApprovalRequest(BaseModel):
 
 def approval_request(config: ProjectConfig, record: DecisionRecord, mlflow_url: str | None) -> ApprovalRequest:
     """The request for a promotion awaiting approval: the gate's decision, its intervals, the broken rows, the
-    slices that did not pass, and links to the model version and its card in MLflow.
+    slices that did not pass, the serving check, and links to the model version and its card in MLflow.
 
     Args:
         mlflow_url: The MLflow UI the reviewer can open (None: no links).
@@ -87,6 +87,8 @@ def approval_request(config: ProjectConfig, record: DecisionRecord, mlflow_url: 
         lines.append("- Slices not passed: " + ", ".join(f"{s.name} ({s.status})" for s in unsettled))
     elif record.slices:
         lines.append(f"- All {len(record.slices)} slices passed")
+    if record.serving is not None:
+        lines.append(f"- Serving: {record.serving.reason}")
     if mlflow_url and record.version:
         base = mlflow_url.rstrip("/")
         lines += [
