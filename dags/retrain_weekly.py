@@ -414,7 +414,7 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             log.info(
                 "promote: %s%s v%s: %s",
                 "dry run, " if dry_run else "",
-                result.verdict.value,
+                "challenger (shadow)" if result.challenger else result.verdict.value,
                 result.version,
                 result.reason,
             )
@@ -527,10 +527,16 @@ zones, no polling task holds a worker slot).
 - **Concept drift**: attaches late labels (`labels/<batch>.parquet`) to their batches and scores the champion
   on the newly labelled rows. The rule fires when its {metric} is more than {degradation:.0%} worse than its
   held-out score when it was chosen.
-
+{shadow_doc}
 When a rule fires, `raise_alert` emits an event on `drift_alert_{name}` carrying the alerts (kind, batches,
 summary, report), which starts `retrain_{name}`; otherwise it is skipped and says why. The data steps share
 the pool `{pool}` with the weekly cycle.
+"""
+
+
+SHADOW_DOC = """- **Shadow** (`promotion.mode: shadow`): scores `@challenger` beside `@champion` on the newly
+  labelled batches neither trained on; {wins} won batches make it champion, {max_losses} lost ones (or
+  {max_batches} batches short of its wins) retire it. Every move is in the alias history.
 """
 
 
@@ -561,6 +567,9 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
             metric=project.metric.name,
             degradation=project.concept_drift.max_degradation,
             pool=pool,
+            shadow_doc=SHADOW_DOC.format(**dict(project.promotion.shadow))
+            if project.promotion.mode == "shadow"
+            else "",
         ),
     )
     def monitor() -> None:
@@ -599,11 +608,22 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 log.info("raised %s", alert.describe())
             return payload
 
+        @task(retries=3, pool=pool)
+        def shadow(snapshot: dict[str, Any]) -> dict[str, Any]:
+            """Judge @challenger beside @champion on the newly labelled batches; promote or retire it."""
+            from retrainer import steps
+
+            result = steps.shadow_evaluation(_project(snapshot), _tracking())
+            log.info("shadow: %s", result.summary)
+            return result.to_json()
+
         snapshot = _resolve_project(path)
         _, validated, drifted = _data_steps(snapshot, pool)
         judged = concept(snapshot)
         validated >> judged  # labels attach to validated batches only
         raise_alert(snapshot, validated, drifted, judged)
+        if project.promotion.mode == "shadow":
+            judged >> shadow(snapshot)  # after the labels attached
 
     return monitor()
 

@@ -547,6 +547,23 @@ class Catalog:
             last_key = key
         return sorted(chosen, key=lambda r: (r.period_end_ts, r.batch_id))[-batches:] if batches else []
 
+    def accepted_after(self, after: datetime) -> list[BatchRecord]:
+        """Accepted batches whose period ended after ``after``, oldest first.
+
+        Read newest first from the index, stopping at ``after``: the cost is that of the batches returned.
+        """
+        after = _parse_ts(after)
+        self._ensure_index()
+        newer = []
+        stop = f"{_newest_first(after):018d}"
+        for key, batch_id in self._accepted_newest_first(datetime.max.replace(tzinfo=UTC)):
+            if key >= stop:  # keys grow as period ends get older
+                break
+            record = self._find(batch_id)
+            if record is not None and record.status is BatchStatus.ACCEPTED and record.period_end_ts > after:
+                newer.append(record)
+        return sorted(newer, key=lambda r: (r.period_end_ts, r.batch_id))
+
     def _accepted_newest_first(self, cutoff: datetime, page: int = 64) -> Iterator[tuple[str, str]]:
         """``(period key, batch id)`` of accepted batches ended by ``cutoff``, newest first, a page at a time."""
         folder = storage.join(self.records, "_accepted")

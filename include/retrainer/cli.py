@@ -178,6 +178,15 @@ def concept_drift(config: ConfigOption) -> None:
 
 
 @app.command()
+def shadow(config: ConfigOption) -> None:
+    """Judge @challenger beside @champion on newly labelled batches neither trained on (promotion.mode: shadow);
+    promote it after promotion.shadow.wins wins, retire it after its losses."""
+    from retrainer import steps
+
+    _emit(_run(steps.shadow_evaluation, _load(config), _tracking()))
+
+
+@app.command()
 def train(
     config: Annotated[
         Path | None,
@@ -337,7 +346,8 @@ def history(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Every move of @champion (promotions, rollbacks): when, from which version to which, by whom, why."""
+    """Every move of @champion and @challenger (promotions, approvals, rollbacks, shadow): when, from which
+    version to which, by whom, why."""
     from retrainer import history as alias_history
     from retrainer import steps
 
@@ -365,7 +375,7 @@ def history(
             move.at.strftime("%Y-%m-%d %H:%M:%S"),
             move.alias,
             "-" if move.from_version is None else f"v{move.from_version}",
-            f"v{move.to_version}",
+            "-" if move.to_version is None else f"v{move.to_version}",
             move.action,
             move.by,
             escape(move.reason),

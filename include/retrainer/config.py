@@ -231,6 +231,35 @@ class ServingConfig(_Strict):
     timeout_s: float = Field(default=600.0, gt=0)
 
 
+class ShadowConfig(_Strict):
+    """``promotion.mode: shadow``: a candidate the gate promotes becomes ``@challenger``, not ``@champion``; it is
+    scored beside the champion on each newly labelled batch that neither of them trained on, and replaces the
+    champion only after it won on ``wins`` of them.
+
+    A batch is a win when the paired bootstrap interval of the challenger's relative improvement on its rows lies
+    above zero (at ``promotion.confidence``), a loss when it lies below, a tie otherwise.
+
+    Attributes:
+        wins: Won batches the challenger needs to become champion.
+        max_losses: Lost batches after which the challenger is retired (the alias removed).
+        max_batches: Judged batches after which a challenger short of its wins is retired.
+        min_rows: Batches with fewer newly labelled rows are recorded as not judged (too little evidence).
+    """
+
+    wins: int = Field(default=3, ge=1)
+    max_losses: int = Field(default=1, ge=1)
+    max_batches: int = Field(default=8, ge=1)
+    min_rows: int = Field(default=100, ge=20)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ShadowConfig:
+        if self.wins > self.max_batches:
+            raise ValueError(
+                f"wins ({self.wins}) exceeds max_batches ({self.max_batches}): no challenger could ever win"
+            )
+        return self
+
+
 class PromotionConfig(_Strict):
     """When a candidate replaces the champion.
 
@@ -260,7 +289,10 @@ class PromotionConfig(_Strict):
         serving: The serving check of a candidate the gate promotes (latency, memory, output).
         mode: ``enabled``: the gate decides and ``@champion`` moves; ``dry_run``: every candidate is decided and
             recorded on its run, nothing is registered and no alias moves; ``disabled``: candidates are still
-            trained and evaluated (their figures recorded), but none is registered or promoted.
+            trained and evaluated (their figures recorded), but none is registered or promoted; ``shadow``: a
+            candidate the gate promotes becomes ``@challenger`` and replaces the champion only after it beat it
+            on newly labelled batches (``shadow``; the first model becomes champion at once).
+        shadow: How a challenger wins or is retired in ``shadow`` mode.
     """
 
     rule: Literal["superiority", "non_inferiority"] = "superiority"
@@ -277,7 +309,17 @@ class PromotionConfig(_Strict):
     approval: Literal["none", "required"] = "none"
     approval_timeout_minutes: float = Field(default=24 * 60, gt=0)
     serving: ServingConfig = Field(default_factory=ServingConfig)
-    mode: Literal["enabled", "dry_run", "disabled"] = "enabled"
+    mode: Literal["enabled", "dry_run", "disabled", "shadow"] = "enabled"
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+
+    @model_validator(mode="after")
+    def _shadow_without_approval(self) -> PromotionConfig:
+        if self.mode == "shadow" and self.approval == "required":
+            raise ValueError(
+                "mode: shadow promotes the challenger on the evidence of labelled batches, outside a cycle, "
+                "where no reviewer is asked: use approval: none with it, or mode: enabled with approval: required"
+            )
+        return self
 
     @field_validator("secondary")
     @classmethod

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 PREFIX = "retrainer.alias_history."
 MAX_REASON = 2000  # a tag value holds at most 5,000 characters; the rest of the reason is on the run
 
-Action = Literal["promotion", "rollback", "approval"]
+# promotion: the gate moved @champion; approval: a reviewer did; rollback: back to an earlier champion;
+# shadow: a candidate became @challenger; shadow_promotion: the challenger won and became @champion;
+# retirement: the challenger lost (or ran out of batches) and its alias was removed.
+Action = Literal["promotion", "rollback", "approval", "shadow", "shadow_promotion", "retirement"]
 
 
 class AliasMove(BaseModel):
@@ -32,8 +35,8 @@ class AliasMove(BaseModel):
         at: When the alias moved (UTC).
         alias: ``champion`` or ``challenger``.
         from_version: Where it pointed before (None: nowhere).
-        to_version: Where it points now.
-        action: ``promotion``, ``rollback`` or ``approval``.
+        to_version: Where it points now (None: the alias was removed, as when a challenger is retired).
+        action: ``promotion``, ``rollback``, ``approval``, ``shadow``, ``shadow_promotion`` or ``retirement``.
         by: Who moved it: the run or person, e.g. ``promote of run 3f2a… on worker-1 (pid 812)``.
         run_id: The candidate run, for a promotion.
         cycle_id: The cycle, when a cycle moved it.
@@ -46,7 +49,7 @@ class AliasMove(BaseModel):
     at: datetime
     alias: str
     from_version: str | None
-    to_version: str
+    to_version: str | None
     action: Action
     by: str
     run_id: str | None = None
@@ -76,7 +79,7 @@ def append_move(
     *,
     alias: str,
     from_version: str | None,
-    to_version: str,
+    to_version: str | None,
     action: Action,
     by: str,
     reason: str,
@@ -103,7 +106,7 @@ def append_move(
 
 
 def serving_at(history: list[AliasMove], when: datetime, alias: str = "champion") -> str | None:
-    """The version ``alias`` pointed at, at ``when``, by the recorded history (None: not yet set)."""
+    """The version ``alias`` pointed at, at ``when``, by the recorded history (None: not set then)."""
     version = None
     for move in history:
         if move.alias == alias and move.at <= when:

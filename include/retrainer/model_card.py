@@ -56,6 +56,7 @@ def render_markdown(
         f"**Decision: {decision.state.replace('_', ' ')}.** {decision.reason}",
         "",
         *_review_lines(config, decision),
+        *_shadow_lines(config, decision),
         "## Model",
         "",
         f"- Task: {config.task.value}; estimator `{config.estimator_class}`",
@@ -178,6 +179,37 @@ def _review_lines(config: ProjectConfig, decision: DecisionRecord) -> list[str]:
     if decision.approval is not None:
         return [f"**Review:** {decision.approval.text(timeout)}.", ""]
     return []
+
+
+def _shadow_lines(config: ProjectConfig, decision: DecisionRecord) -> list[str]:
+    """The challenger's shadow: under way, or its batches once it ended."""
+    rule = config.promotion.shadow
+    if decision.challenger:
+        return [
+            f"**Shadow:** `@challenger`, scored beside the champion on each newly labelled batch; champion after "
+            f"{rule.wins} wins, retired after {rule.max_losses} losses or {rule.max_batches} batches.",
+            "",
+        ]
+    if decision.shadow is None:
+        return []
+    rows = [
+        f"| {j.batch_id} | {j.rows} | {j.outcome} | "
+        + (
+            "- |"
+            if j.comparison is None
+            else f"{j.comparison.improvement:+.1%} [{j.comparison.improvement_low:+.1%}, "
+            f"{j.comparison.improvement_high:+.1%}] |"
+        )
+        for j in decision.shadow.judgements
+    ]
+    return [
+        f"**Shadow:** {decision.shadow.text(rule)}.",
+        "",
+        "| batch | rows | outcome | improvement [CI] |",
+        "|---|---:|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def differences_figure(decision: DecisionRecord) -> Any | None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -249,18 +250,24 @@ def test_projects_sharing_a_registered_model_or_a_data_root_are_refused(tmp_path
     assert "data root 's3://retrainer-data/model_00' is already used" in errors["same_root.yaml"]
 
 
+def _demo_dag_with(promotion: dict, dag_id: str, folder: Path, monkeypatch) -> Any:
+    """The demo's DAG ``dag_id`` parsed from a copy of its project file with ``promotion`` keys changed."""
+    demo = yaml.safe_load((REPO / "projects" / "flights.yaml").read_text())
+    demo["promotion"] = {**demo["promotion"], **promotion}
+    (folder / "changed.yaml").write_text(yaml.safe_dump(demo))
+    monkeypatch.setenv("RETRAINER_PROJECTS_DIR", str(folder))
+    bag = _dagbag()
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]
+
+
 def test_approval_required_puts_a_reviewer_between_promote_and_the_alias(
     dagbag, tmp_path: Path, monkeypatch
 ) -> None:
     from datetime import timedelta
 
-    demo = yaml.safe_load((REPO / "projects" / "flights.yaml").read_text())
-    demo["promotion"] = {**demo["promotion"], "approval": "required", "approval_timeout_minutes": 90}
-    (tmp_path / "reviewed.yaml").write_text(yaml.safe_dump(demo))
-    monkeypatch.setenv("RETRAINER_PROJECTS_DIR", str(tmp_path))
-    bag = _dagbag()
-    assert bag.import_errors == {}
-    dag = bag.dags["retrain_flights_arr_delay"]
+    changes = {"approval": "required", "approval_timeout_minutes": 90}
+    dag = _demo_dag_with(changes, "retrain_flights_arr_delay", tmp_path, monkeypatch)
     tasks = {t.task_id: t for t in dag.tasks}
     approve = tasks["approve"]
     assert type(approve).__name__ == "PromotionApprovalOperator"
@@ -277,3 +284,16 @@ def test_approval_required_puts_a_reviewer_between_promote_and_the_alias(
     assert "approval" in dag.tags and "**approve** waits for a reviewer" in dag.doc_md
     # Without approval the demo's DAG has neither task.
     assert not {"approve", "conclude_approval"} & set(dagbag.dags["retrain_flights_arr_delay"].task_ids)
+
+
+def test_shadow_mode_judges_the_challenger_in_the_monitor_after_the_labels_attach(
+    dagbag, tmp_path: Path, monkeypatch
+) -> None:
+    changes = {"mode": "shadow", "shadow": {"wins": 2}}
+    dag = _demo_dag_with(changes, "monitor_flights_arr_delay", tmp_path, monkeypatch)
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert tasks["shadow"].upstream_task_ids == {"resolve_project", "concept"}
+    assert tasks["shadow"].pool == "retrainer_flights_arr_delay"
+    assert "**Shadow** (`promotion.mode: shadow`)" in dag.doc_md and "2 won batches make it champion" in dag.doc_md
+    # The demo's monitor (mode: enabled) has no shadow task.
+    assert "shadow" not in dagbag.dags["monitor_flights_arr_delay"].task_ids

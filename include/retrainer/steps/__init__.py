@@ -10,6 +10,7 @@ store and MLflow, never through return values.
 from retrainer.steps.approval import Approval, ApprovalRequest, approval_request
 from retrainer.steps.candidate import TrainingResult, train, training_window, untrained_batches
 from retrainer.steps.common import (
+    CHALLENGER,
     CHAMPION,
     TAG,
     BatchRejectedError,
@@ -45,9 +46,11 @@ from retrainer.steps.registry import (
     rollback,
 )
 from retrainer.steps.serving import ServingCheck, serving_check
+from retrainer.steps.shadow import ShadowOutcome, shadow_evaluation
 from retrainer.steps.validation import ValidationResult, validate
 
 __all__ = [
+    "CHALLENGER",
     "CHAMPION",
     "TAG",
     "Approval",
@@ -66,6 +69,7 @@ __all__ = [
     "NothingToTrainError",
     "RollbackResult",
     "ServingCheck",
+    "ShadowOutcome",
     "StepResult",
     "TrainingResult",
     "ValidationResult",
@@ -90,6 +94,7 @@ __all__ = [
     "run_cycle",
     "safe_id",
     "serving_check",
+    "shadow_evaluation",
     "train",
     "training_window",
     "untrained_batches",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from retrainer.config import ProjectConfig
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # promotion.mode: shadow: scored beside the champion until it wins or is retired
 TAG = "retrainer."  # prefix of every tag the platform writes to runs and model versions
 
 
@@ -87,10 +88,15 @@ def parse_cutoff(value: str | datetime | None) -> datetime:
 
 def champion_version(client: MlflowClient, config: ProjectConfig) -> ModelVersion | None:
     """The model version carrying the ``champion`` alias, or None when there is none yet."""
+    return alias_version(client, config, CHAMPION)
+
+
+def alias_version(client: MlflowClient, config: ProjectConfig, alias: str) -> ModelVersion | None:
+    """The model version carrying ``alias``, or None when no version carries it."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(config.model_name, CHAMPION)
+        return client.get_model_version_by_alias(config.model_name, alias)
     except MlflowException as error:
         if registry_missing(error):
             return None

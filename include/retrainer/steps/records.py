@@ -80,6 +80,8 @@ class CycleRecord(StepResult):
         if self.decision is not None:
             if self.decision.awaiting_approval:
                 return f"awaiting approval v{self.decision.version}"
+            if self.decision.challenger:
+                return f"challenger v{self.decision.version}"
             if self.decision.version:
                 return f"{self.decision.verdict.value} v{self.decision.version}"
             if self.decision.superseded:
@@ -93,7 +95,8 @@ class CycleRecord(StepResult):
 
     @property
     def outcome_kind(self) -> str:
-        """One word for metrics: promoted, rejected, awaiting_approval, dry_run, suppressed, stopped or not_run."""
+        """One word for metrics: promoted, rejected, awaiting_approval, challenger, dry_run, suppressed, stopped or
+        not_run."""
         if self.decision is not None:
             return self.decision.state.split(":")[0]
         if self.gate is not None and self.gate.decision == "suppressed":

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from retrainer import history, locks, storage
 from retrainer.promotion import Decision, Verdict, decide
+from retrainer.shadow import TALLY_ARTIFACT, TALLY_TAG, ShadowTally
 from retrainer.steps.approval import Approval
-from retrainer.steps.common import CHAMPION, TAG, StepResult, champion_version
+from retrainer.steps.common import CHALLENGER, CHAMPION, TAG, StepResult, alias_version, champion_version
 from retrainer.steps.serving import ServingCheck, serving_check
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class DecisionRecord(Decision, StepResult):
             ``@champion`` waits for a reviewer (:func:`conclude_approval`).
         approval: The reviewer's answer, once given.
         serving: The serving check of a candidate the gate promoted (None when it did not run).
+        challenger: ``promotion.mode: shadow``: the gate promoted, the version became ``@challenger`` and
+            replaces the champion only after winning on newly labelled batches (:mod:`retrainer.steps.shadow`).
+        shadow: The challenger's tally, once its shadow ended (promoted or retired).
     """
 
     run_id: str
@@ -54,17 +58,27 @@ class DecisionRecord(Decision, StepResult):
     awaiting_approval: bool = False
     approval: Approval | None = None
     serving: ServingCheck | None = None
+    challenger: bool = False
+    shadow: ShadowTally | None = None
 
     @property
     def promoted(self) -> bool:
         """Whether ``@champion`` moved to the candidate."""
-        return self.verdict is Verdict.PROMOTE and not self.dry_run and not self.awaiting_approval
+        return (
+            self.verdict is Verdict.PROMOTE
+            and not self.dry_run
+            and not self.awaiting_approval
+            and not self.challenger
+        )
 
     @property
     def state(self) -> str:
-        """The decision tag's value: ``promoted``, ``rejected``, ``awaiting_approval`` or ``dry_run:<verdict>``."""
+        """The decision tag's value: ``promoted``, ``rejected``, ``awaiting_approval``, ``challenger`` or
+        ``dry_run:<verdict>``."""
         if self.dry_run:
             return f"dry_run:{self.verdict.value}"
+        if self.challenger:
+            return "challenger"
         return "awaiting_approval" if self.awaiting_approval else self.verdict.value
 
 
@@ -188,7 +202,23 @@ def _promote(
                 }
             )
     awaiting = config.promotion.approval == "required" and decision.promoted and not dry_run and not superseded
-    state = "awaiting_approval" if awaiting else decision.verdict.value
+    # Shadow mode: a promoted candidate shadows the champion first; a first model has none to shadow.
+    shadowing = (
+        config.promotion.mode == "shadow"
+        and decision.promoted
+        and evaluation.champion_version is not None
+        and not dry_run
+        and not superseded
+    )
+    if shadowing:
+        rule = config.promotion.shadow
+        decision = decision.model_copy(
+            update={
+                "reason": f"{decision.reason}; shadow mode: @challenger until it wins {rule.wins} newly labelled "
+                f"batches against v{evaluation.champion_version}"
+            }
+        )
+    state = "challenger" if shadowing else "awaiting_approval" if awaiting else decision.verdict.value
     tags = {
         f"{TAG}decision": state if not dry_run else f"dry_run:{decision.verdict.value}",
         f"{TAG}reason": decision.reason,
@@ -229,9 +259,22 @@ def _promote(
         )
         if config.description and not client.get_registered_model(config.model_name).description:
             client.update_registered_model(config.model_name, description=config.description)
-        if decision.promoted and not awaiting:
-            _move_champion(
-                client, config, evaluation.champion_version, version, run_id, cycle_id, owner, decision.reason
+        if shadowing:
+            assert evaluation.champion_version is not None
+            _set_challenger(
+                client, config, evaluation.champion_version, version, run_id, cycle_id, owner, decision
+            )
+        elif decision.promoted and not awaiting:
+            move_alias(
+                client,
+                config,
+                CHAMPION,
+                evaluation.champion_version,
+                version,
+                run_id,
+                cycle_id,
+                owner,
+                decision.reason,
             )
     record = DecisionRecord(
         **dict(decision),
@@ -244,10 +287,11 @@ def _promote(
         superseded=superseded,
         awaiting_approval=awaiting,
         serving=serving,
+        challenger=shadowing,
     )
-    _log_decision(config, client, record, run.data.tags, {**tags, f"{TAG}version": version or "none"})
+    log_decision(config, client, record, run.data.tags, {**tags, f"{TAG}version": version or "none"})
     log.info("%s v%s: %s", state.replace("_", " "), version, decision.reason)
-    _log_version_url(tracking, config, version)
+    log_version_url(tracking, config, version)
     return record
 
 
@@ -260,7 +304,7 @@ def _serving_tags(serving: ServingCheck) -> dict[str, str]:
     }
 
 
-def _log_decision(
+def log_decision(
     config: ProjectConfig,
     client: MlflowClient,
     record: DecisionRecord,
@@ -280,7 +324,7 @@ def _log_decision(
         client.set_model_version_tag(config.model_name, record.version, f"{TAG}model_card", card)
 
 
-def _log_version_url(tracking: Tracking, config: ProjectConfig, version: str | None) -> None:
+def log_version_url(tracking: Tracking, config: ProjectConfig, version: str | None) -> None:
     if version is not None and tracking.uri.startswith("http"):
         log.info(
             "model version and its card: %s/#/models/%s/versions/%s",
@@ -327,9 +371,10 @@ def conclude_approval(
             reason = f"superseded: {moved} while v{record.version} awaited approval ({answer}); {record.reason}"
         elif approval.approved:
             verdict, reason = Verdict.PROMOTE, f"{answer}: {record.reason}"
-            _move_champion(
+            move_alias(
                 client,
                 config,
+                CHAMPION,
                 record.champion_version,
                 record.version,
                 run_id,
@@ -360,9 +405,9 @@ def conclude_approval(
         for key, value in tags.items():
             client.set_model_version_tag(config.model_name, record.version, key, value)
         client.update_model_version(config.model_name, record.version, description=f"{verdict.value}: {reason}")
-        _log_decision(config, client, concluded, client.get_run(run_id).data.tags, tags)
+        log_decision(config, client, concluded, client.get_run(run_id).data.tags, tags)
     log.info("%s v%s: %s", verdict.value, record.version, reason)
-    _log_version_url(tracking, config, record.version)
+    log_version_url(tracking, config, record.version)
     return concluded
 
 
@@ -403,33 +448,40 @@ def _moved(client: MlflowClient, config: ProjectConfig, compared: str | None, cu
     return text
 
 
-def _move_champion(
+def move_alias(
     client: MlflowClient,
     config: ProjectConfig,
+    alias: str,
     previous: str | None,
-    version: str,
-    run_id: str,
+    version: str | None,
+    run_id: str | None,
     cycle_id: str | None,
     owner: str,
     reason: str,
     *,
-    action: str = "promotion",
+    action: history.Action = "promotion",
 ) -> None:
-    """Point ``@champion`` at ``version``, read it back, and append the move to the alias history once."""
-    client.set_registered_model_alias(config.model_name, CHAMPION, version)
-    serving = champion_version(client, config)
-    if serving is None or str(serving.version) != version:
+    """Point ``alias`` at ``version`` (None: remove it), read it back, and append the move to the alias history
+    once. Call it while holding the project's alias lease (:func:`champion_lock`)."""
+    if version is None:
+        client.delete_registered_model_alias(config.model_name, alias)
+    else:
+        client.set_registered_model_alias(config.model_name, alias, version)
+    now = alias_version(client, config, alias)
+    if (None if now is None else str(now.version)) != version:
         raise RuntimeError(
-            f"@champion of {config.model_name} points at v{serving.version if serving else None} right after "
-            f"it was moved to v{version}: something moves the alias without the platform's lease"
+            f"@{alias} of {config.model_name} points at v{now.version if now else None} right after it was moved "
+            f"to v{version}: something moves the alias without the platform's lease"
         )
     moves = history.read_history(client, config.model_name)
-    if any(m.run_id == run_id and m.to_version == version for m in moves):
+    if run_id is not None and any(
+        m.alias == alias and m.run_id == run_id and m.to_version == version and m.action == action for m in moves
+    ):
         return  # a retry after the earlier try had recorded the move
     history.append_move(
         client,
         config.model_name,
-        alias=CHAMPION,
+        alias=alias,
         from_version=previous,
         to_version=version,
         action=action,
@@ -437,6 +489,55 @@ def _move_champion(
         run_id=run_id,
         cycle_id=cycle_id,
         reason=reason,
+    )
+
+
+def _set_challenger(
+    client: MlflowClient,
+    config: ProjectConfig,
+    champion: str,
+    version: str,
+    run_id: str,
+    cycle_id: str | None,
+    owner: str,
+    decision: Decision,
+) -> None:
+    """Make ``version`` the ``@challenger`` of ``champion`` with an empty tally; a challenger it replaces is
+    tagged with why."""
+    previous = alias_version(client, config, CHALLENGER)
+    previous_version = None if previous is None else str(previous.version)
+    if previous_version == version:
+        return  # a retry after the earlier try had set it
+    move_alias(
+        client,
+        config,
+        CHALLENGER,
+        previous_version,
+        version,
+        run_id,
+        cycle_id,
+        owner,
+        decision.reason,
+        action="shadow",
+    )
+    write_tally(
+        client,
+        config,
+        run_id,
+        ShadowTally(
+            challenger_version=version, champion_version=champion, since=datetime.now(UTC).replace(microsecond=0)
+        ),
+    )
+    if previous_version is not None:
+        note = f"replaced as @challenger by v{version}, a fresher candidate the gate promoted, before it finished"
+        client.set_model_version_tag(config.model_name, previous_version, f"{TAG}shadow_outcome", note)
+
+
+def write_tally(client: MlflowClient, config: ProjectConfig, run_id: str, tally: ShadowTally) -> None:
+    """The challenger's tally: the whole of it on its run (``shadow/tally.json``), one line on its version."""
+    client.log_dict(run_id, tally.model_dump(mode="json"), TALLY_ARTIFACT)  # leaves the run's status alone
+    client.set_model_version_tag(
+        config.model_name, tally.challenger_version, TALLY_TAG, tally.text(config.promotion.shadow)
     )
 
 
