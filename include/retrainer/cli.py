@@ -277,20 +277,7 @@ def serving_check(
     """Load the candidate as a consumer would, in a fresh process, beside the champion: latency, memory, output."""
     from retrainer import steps
 
-    project, tracking = _load(config), _tracking()
-    client = tracking.client()
-    if model_uri is None:
-        versions = client.search_model_versions(f"name='{project.model_name}' and run_id='{run_id}'")
-        model_uri = (
-            f"models:/{project.model_name}/{versions[0].version}"
-            if versions
-            else _run(client.get_run, run_id).data.tags.get(f"{steps.TAG}model_uri")
-        )
-    if not model_uri:
-        _fail(f"MLflow run {run_id} has no model: is it a candidate of the train step?")
-    champion = steps.champion_version(client, project)
-    champion_uri = None if champion is None else f"models:/{project.model_name}/{champion.version}"
-    _emit(_run(steps.serving_check, project, tracking, run_id, model_uri, champion_uri))
+    _emit(_run(steps.serving_check_of_run, _load(config), _tracking(), run_id, model_uri))
 
 
 @app.command()

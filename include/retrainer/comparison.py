@@ -7,13 +7,16 @@ percentile interval of the difference and of the relative improvement. Numpy onl
 inputs give the same interval.
 
 Metrics that are sums over rows (rmse, mae, r2, accuracy, log_loss, f1) are recomputed from per-unit sums
-weighted by each resample's counts, a matrix product; roc_auc, which is not, is recomputed per resample.
+weighted by each resample's counts, a matrix product; roc_auc, which is not, is recomputed per resample. The
+resamples are drawn once per decision (:class:`Resampling`) and shared by the metrics, the broken rows and every
+slice: drawing them is most of the gate's cost.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -96,6 +99,8 @@ def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], int]:
 
 def _sums(unit: NDArray[np.int64], units: int, columns: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
     """Per-unit sums of each column (units by columns)."""
+    if units == len(unit) and np.array_equal(unit, np.arange(units)):  # each row its own unit
+        return np.stack(list(columns.values()), axis=1)
     return np.stack([np.bincount(unit, weights=values, minlength=units) for values in columns.values()], axis=1)
 
 
@@ -152,6 +157,65 @@ def _auc(y: NDArray[np.float64], p: NDArray[np.float64]) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """The bootstrap resamples of one set of held-out rows, drawn once and shared by every figure of a decision.
+
+    Attributes:
+        unit_of: Each row's unit (its group's code, or the row itself).
+        units: How many units are resampled.
+        unit: ``row`` or the grouping column's name.
+        counts: How often each unit is drawn in each resample (resamples by units, as small integers).
+    """
+
+    unit_of: NDArray[np.int64]
+    units: int
+    unit: str
+    counts: NDArray[np.unsignedinteger]
+
+    @classmethod
+    def draw(
+        cls, rows: int, *, groups: ArrayLike | None = None, unit: str = "row", resamples: int = 1000, seed: int = 0
+    ) -> Resampling:
+        """Draw the resamples of ``rows`` rows (or of their ``groups``): ``resamples`` of them, fewer on large
+        inputs (at most MAX_UNIT_RESAMPLES unit draws in all, at least MIN_RESAMPLES)."""
+        if groups is not None and len(np.asarray(groups)) != rows:
+            raise ValueError("targets, both models' predictions and groups must have one value per held-out row")
+        unit_of, units = _units(groups, rows)
+        draws = max(MIN_RESAMPLES, min(resamples, MAX_UNIT_RESAMPLES // max(units, 1)))
+        return cls(
+            unit_of=unit_of, units=units, unit=unit, counts=_draw_counts(np.random.default_rng(seed), units, draws)
+        )
+
+    @property
+    def draws(self) -> int:
+        """How many resamples."""
+        return len(self.counts)
+
+    def chunks(
+        self, units: NDArray[np.int64] | None = None, dtype: type[np.floating] = np.float64
+    ) -> Iterator[NDArray[np.floating]]:
+        """The counts as float blocks of resamples (of the given units only), each small enough to multiply."""
+        width = self.units if units is None else len(units)
+        step = max(1, CHUNK_CELLS // max(width, 1))
+        for start in range(0, self.draws, step):
+            block = self.counts[start : start + step]
+            yield (block if units is None else np.take(block, units, axis=1)).astype(dtype)
+
+
+def _draw_counts(rng: np.random.Generator, units: int, draws: int) -> NDArray[np.unsignedinteger]:
+    """How often each unit is drawn in each resample; drawing indices and counting them is faster than
+    rng.multinomial. One byte a count: a unit drawn 256 times in one resample (never, past a few hundred units)
+    widens the type."""
+    counts: NDArray[np.unsignedinteger] = np.empty((draws, units), dtype=np.uint8)
+    for row in range(draws):
+        drawn = np.bincount(rng.integers(0, units, units), minlength=units)
+        if drawn.max(initial=0) > np.iinfo(counts.dtype).max:
+            counts = counts.astype(np.uint32)
+        counts[row] = drawn
+    return counts
+
+
 def compare(
     metrics: dict[str, bool],
     task: Task,
@@ -164,6 +228,7 @@ def compare(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    resampling: Resampling | None = None,
 ) -> dict[str, MetricComparison]:
     """The paired bootstrap of each metric's difference between candidate and champion.
 
@@ -178,6 +243,8 @@ def compare(
         resamples: Bootstrap resamples (fewer on very large inputs, at least 200; see MAX_UNIT_RESAMPLES).
         confidence: Level of the percentile intervals.
         seed: Seed of the resampling.
+        resampling: Resamples already drawn for these rows (then ``groups``, ``unit``, ``resamples`` and
+            ``seed`` are its own).
 
     Raises:
         ValueError: Inputs of different lengths, no rows, or a metric that cannot be computed on them.
@@ -185,25 +252,22 @@ def compare(
     y = np.asarray(y_true, dtype=np.float64)
     c = np.asarray(candidate, dtype=np.float64)
     h = np.asarray(champion, dtype=np.float64)
-    if not (len(y) == len(c) == len(h)) or (groups is not None and len(np.asarray(groups)) != len(y)):
+    if not (len(y) == len(c) == len(h)) or (resampling is not None and len(resampling.unit_of) != len(y)):
         raise ValueError("targets, both models' predictions and groups must have one value per held-out row")
     if len(y) == 0:
         raise ValueError("no held-out rows to compare the models on")
-    unit_of, units = _units(groups, len(y))
-    draws = max(MIN_RESAMPLES, min(resamples, MAX_UNIT_RESAMPLES // max(units, 1)))
+    shared = resampling or Resampling.draw(len(y), groups=groups, unit=unit, resamples=resamples, seed=seed)
+    unit_of, units, unit, draws = shared.unit_of, shared.units, shared.unit, shared.draws
+    grouped = shared.units != len(y) or not np.array_equal(unit_of, np.arange(len(y)))
     tails = ((1 - confidence) / 2, (1 + confidence) / 2)
     decomposable = [m for m in metrics if m != "roc_auc"]
     columns = _row_columns(task, y, c, h)
     per_unit = _sums(unit_of, units, columns)
     full = dict(zip(columns, per_unit.sum(axis=0)[:, None], strict=True))
-    rows = (
-        [np.flatnonzero(unit_of == u) for u in range(units)]
-        if groups is not None and "roc_auc" in metrics
-        else None
-    )
+    rows = [np.flatnonzero(unit_of == u) for u in range(units)] if grouped and "roc_auc" in metrics else None
     boot_sums: list[NDArray[np.float64]] = []
     boot_auc: list[tuple[float, float]] = []
-    for counts in _resample_counts(np.random.default_rng(seed), units, draws):
+    for counts in shared.chunks():
         if decomposable:
             boot_sums.append(counts @ per_unit)
         for row_counts in counts if "roc_auc" in metrics else ():
@@ -225,17 +289,6 @@ def compare(
             "roc_auc", metrics["roc_auc"], point, sample, tails, confidence, draws, units, unit
         )
     return results
-
-
-def _resample_counts(rng: np.random.Generator, units: int, draws: int) -> Iterator[NDArray[np.float64]]:
-    """How often each unit is drawn in each resample (draws by units, in chunks that fit in memory)."""
-    chunk = max(1, CHUNK_CELLS // max(units, 1))
-    for start in range(0, draws, chunk):
-        size = min(chunk, draws - start)
-        counts = np.empty((size, units), dtype=np.float64)
-        for row in range(size):  # drawing indices and counting them is faster than rng.multinomial
-            counts[row] = np.bincount(rng.integers(0, units, units), minlength=units)
-        yield counts
 
 
 def _summarise(
@@ -326,6 +379,7 @@ def compatibility(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    resampling: Resampling | None = None,
 ) -> Compatibility:
     """The share of rows the candidate breaks, with a bootstrap interval (the same resampling as :func:`compare`).
 
@@ -348,12 +402,12 @@ def compatibility(
         truth = y == 1
         broken = ((h >= 0.5) == truth) & ((c >= 0.5) != truth)
         definition = "the champion's label was right and the candidate's is wrong"
-    unit_of, units = _units(groups, len(y))
-    draws = max(MIN_RESAMPLES, min(resamples, MAX_UNIT_RESAMPLES // max(units, 1)))
-    per_unit = _sums(unit_of, units, {"n": np.ones_like(y), "broken": broken.astype(np.float64)})
-    boot = np.concatenate(
-        [counts @ per_unit for counts in _resample_counts(np.random.default_rng(seed), units, draws)]
-    )
+    shared = resampling or Resampling.draw(len(y), groups=groups, unit=unit, resamples=resamples, seed=seed)
+    if len(shared.unit_of) != len(y):
+        raise ValueError("the resampling must be of the same held-out rows")
+    units, unit = shared.units, shared.unit
+    per_unit = _sums(shared.unit_of, units, {"n": np.ones_like(y), "broken": broken.astype(np.float64)})
+    boot = np.concatenate([counts @ per_unit for counts in shared.chunks()])
     low, high = np.quantile(boot[:, 1] / boot[:, 0], ((1 - confidence) / 2, (1 + confidence) / 2))
     return Compatibility(
         rate=float(broken.mean()),
@@ -436,6 +490,7 @@ def compare_slices(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    resampling: Resampling | None = None,
 ) -> list[SliceComparison]:
     """Per slice of each column, the paired difference of the primary metric, tested for a regression.
 
@@ -450,6 +505,14 @@ def compare_slices(
     c = np.asarray(candidate, dtype=np.float64)
     h = np.asarray(champion, dtype=np.float64)
     group_values = None if groups is None else np.asarray(groups)
+    # Decomposable metrics reuse the decision's resamples, restricted to each slice's units (a slice's size then
+    # varies across resamples, as it would across held-out samples); roc_auc resamples each slice on its own.
+    shared = None
+    if metric != "roc_auc":
+        shared = resampling or Resampling.draw(len(y), groups=groups, unit=unit, resamples=resamples, seed=seed)
+        columns = _row_columns(task, y, c, h)
+        per_row = np.stack(list(columns.values()), axis=1)
+    tails = ((1 - confidence) / 2, (1 + confidence) / 2)
     found: list[dict[str, object]] = []
     for column, values in slices.items():
         labels = np.asarray(values).astype(str)
@@ -462,18 +525,48 @@ def compare_slices(
                 found.append({**entry, "status": "insufficient evidence", "note": f"fewer than {min_rows} rows"})
                 continue
             try:
-                result = compare(
-                    {metric: greater_is_better},
-                    task,
-                    y[rows],
-                    c[rows],
-                    h[rows],
-                    groups=None if group_values is None else group_values[rows],
-                    unit=unit,
-                    resamples=resamples,
-                    confidence=confidence,
-                    seed=seed,
-                )[metric]
+                if shared is not None:
+                    units, inverse = np.unique(shared.unit_of[rows], return_inverse=True)
+                    per_unit = np.stack(
+                        [
+                            np.bincount(inverse, weights=per_row[rows, j], minlength=len(units))
+                            for j in range(len(columns))
+                        ],
+                        axis=1,
+                    )
+                    # Single precision halves the cost; its rounding (~1e-5 of a sum) is far below a slice's CI.
+                    single = per_unit.astype(np.float32)
+                    sums = np.concatenate([b @ single for b in shared.chunks(units, np.float32)]).astype(
+                        np.float64
+                    )
+                    boot = dict(zip(columns, sums.T, strict=True))
+                    full = dict(zip(columns, per_unit.sum(axis=0)[:, None], strict=True))
+                    point = (_metric_from_sums(metric, full, "c")[0], _metric_from_sums(metric, full, "h")[0])
+                    sample = (_metric_from_sums(metric, boot, "c"), _metric_from_sums(metric, boot, "h"))
+                    result = _summarise(
+                        metric,
+                        greater_is_better,
+                        point,
+                        sample,
+                        tails,
+                        confidence,
+                        shared.draws,
+                        len(units),
+                        shared.unit,
+                    )
+                else:
+                    result = compare(
+                        {metric: greater_is_better},
+                        task,
+                        y[rows],
+                        c[rows],
+                        h[rows],
+                        groups=None if group_values is None else group_values[rows],
+                        unit=unit,
+                        resamples=resamples,
+                        confidence=confidence,
+                        seed=seed,
+                    )[metric]
             except ValueError as error:  # e.g. roc_auc on a slice with one class
                 found.append({**entry, "status": "insufficient evidence", "note": str(error)})
                 continue

@@ -23,7 +23,7 @@ from retrainer.airflow_api import AirflowClient
 from retrainer.config import load_config
 from retrainer.stack import REPO_ROOT
 
-from .conftest import project_stack, write_manual_project
+from .conftest import project_stack, wait_until, write_manual_project
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +67,26 @@ def _alert_runs(client: AirflowClient) -> list[dict[str, Any]]:
 def _next_alert_run(client: AirflowClient, seen: int, timeout: float = 120) -> tuple[dict[str, Any], float]:
     """Wait for alert-triggered run number ``seen + 1`` to start, then to finish."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        runs = client.list_dag_runs(DAG_ID, run_type="asset_triggered")
-        if len(runs) > seen:
-            latency = time.monotonic() - started
-            return client.wait_for_dag_run(DAG_ID, runs[-1]["dag_run_id"], timeout=600), latency
-        time.sleep(0.5)
-    raise AssertionError(f"no alert-triggered run of {DAG_ID} within {timeout} s")
+    runs = wait_until(
+        lambda: (runs := _alert_runs(client))[seen:] and runs,
+        timeout=timeout,
+        what=f"alert-triggered run {seen + 1} of {DAG_ID}",
+    )
+    latency = time.monotonic() - started
+    return client.wait_for_dag_run(DAG_ID, runs[-1]["dag_run_id"], timeout=600), latency
+
+
+def _alert_events(client: AirflowClient) -> int:
+    """Events on the project's drift-alert asset so far (every alert that was raised, however it was raised)."""
+    asset_id = client.asset_id(alerts.asset_uri(PROJECT))
+    return client._get_json("/api/v2/assets/events", {"asset_id": asset_id, "limit": 1})["total_entries"]
+
+
+def _settled_alert_runs(client: AirflowClient) -> list[dict[str, Any]] | None:
+    """The alert runs once none is queued, running or still to be created (no asset event waits for the DAG)."""
+    queued = client._get_json(f"/api/v2/dags/{DAG_ID}/assets/queuedEvents")["total_entries"]
+    runs = _alert_runs(client)
+    return runs if queued == 0 and all(r["state"] in ("success", "failed") for r in runs) else None
 
 
 def test_a_burst_of_five_alerts_starts_one_retrain(client: AirflowClient, project: Path) -> None:
@@ -81,8 +94,8 @@ def test_a_burst_of_five_alerts_starts_one_retrain(client: AirflowClient, projec
         client.create_asset_event(alerts.asset_uri(PROJECT), {"source": f"burst-{i}", "reason": "flapping"})
     first, _ = _next_alert_run(client, 0)
     assert first["state"] == "success"
-    time.sleep(15)  # alerts queued during the first run start (at most) one more run after it
-    runs = [client.wait_for_dag_run(DAG_ID, r["dag_run_id"], timeout=300) for r in _alert_runs(client)]
+    # Alerts queued during the first run start (at most) one more run after it: wait until none is left queued.
+    runs = wait_until(lambda: _settled_alert_runs(client), timeout=600, what="the burst's alert runs to finish")
     retrained = [r for r in runs if client.xcom(DAG_ID, r["dag_run_id"], "train")]
     assert len(retrained) == 1, [(r["dag_run_id"], r["state"]) for r in runs]
     states = {
@@ -100,9 +113,7 @@ def test_a_burst_of_five_alerts_starts_one_retrain(client: AirflowClient, projec
     assert len(outcomes) == len(runs)
     assert [o["decision"] for o in outcomes].count("triggered") == 1
     assert all("cooldown" in o["reason"] for o in outcomes if o["decision"] == "suppressed")
-    asset_id = client.asset_id(alerts.asset_uri(PROJECT))
-    events = client._get_json("/api/v2/assets/events", {"asset_id": asset_id, "limit": 100})
-    assert events["total_entries"] == 5
+    assert _alert_events(client) == 5
     recorded = sum(len(o["alerts"]) for o in outcomes)
     assert 1 <= recorded <= 5  # the rest are consumed by the next alert run (see the next test)
 
@@ -140,15 +151,14 @@ def test_alert_dropped_into_the_inbox_starts_a_retrain(client: AirflowClient, pr
 
 def test_an_invalid_inbox_file_is_rejected_and_starts_nothing(client: AirflowClient, project: Path) -> None:
     inbox = alerts.inbox_folder(load_config(project).data.root_uri)
-    seen = len(_alert_runs(client))
+    seen, events = len(_alert_runs(client)), _alert_events(client)
     (inbox / "broken.json").write_text('{"kind": "bogus"}')
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (inbox / "rejected").is_dir():
-        time.sleep(0.5)
-    [error_file] = (inbox / "rejected").glob("*.error.txt")
+    [error_file] = wait_until(
+        lambda: list((inbox / "rejected").glob("*.error.txt")), timeout=60, what="the invalid file's rejection"
+    )
     assert "kind" in error_file.read_text()
-    time.sleep(5)
-    assert len(_alert_runs(client)) == seen
+    # The watcher fires an event for a valid alert only: a rejected file raised none, so no run can follow.
+    assert _alert_events(client) == events and len(_alert_runs(client)) == seen
 
 
 def test_a_weekly_retrain_and_an_alert_retrain_run_one_after_the_other(client: AirflowClient) -> None:
@@ -179,27 +189,26 @@ def _week_copy(project: Path, shift_days: int) -> Any:
 
 
 def _next_monitor_run(client: AirflowClient, seen: int, timeout: float = 120) -> dict[str, Any]:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        runs = client.list_dag_runs(MONITOR)
-        if len(runs) > seen:
-            return client.wait_for_dag_run(MONITOR, runs[-1]["dag_run_id"], timeout=600)
-        time.sleep(0.5)
-    raise AssertionError(f"the monitor did not start within {timeout} s of a batch landing")
+    runs = wait_until(
+        lambda: (runs := client.list_dag_runs(MONITOR))[seen:] and runs,
+        timeout=timeout,
+        what="the monitor's start after a batch landed",
+    )
+    return client.wait_for_dag_run(MONITOR, runs[-1]["dag_run_id"], timeout=600)
 
 
 def test_monitor_raises_no_alert_for_a_batch_without_drift(client: AirflowClient, project: Path) -> None:
     from retrainer.catalog import Catalog
 
     client.unpause(MONITOR)
-    seen_alerts = len(_alert_runs(client))
+    seen_alerts, events = len(_alert_runs(client)), _alert_events(client)
     Catalog(load_config(project)).land("2013-01-21", _week_copy(project, 7))
     run = _next_monitor_run(client, 0)
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances(MONITOR, run["dag_run_id"])}
     assert run["state"] == "success" and states["validate"] == "success", states
     assert states["raise_alert"] == "skipped"
-    time.sleep(5)
-    assert len(_alert_runs(client)) == seen_alerts
+    # A skipped raise_alert emits no event on its outlet, so no retrain can follow.
+    assert _alert_events(client) == events and len(_alert_runs(client)) == seen_alerts
 
 
 def test_monitor_alerts_on_a_drifted_batch_and_a_retrain_follows(client: AirflowClient, project: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from retrainer.config import load_config
 from retrainer.steps.evaluation import Evaluation
 from retrainer.tracking import Tracking
 
-from .conftest import free_ports
+from .conftest import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +53,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+
+    def healthy() -> bool:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not become healthy: {(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)  # poll interval inside the deadline
+        wait_until(healthy, timeout=180, what=f"the mlflow server's health; {folder / 'server.log'}")
         yield url
     finally:
         server.terminate()

@@ -186,3 +186,28 @@ def test_equally_good_models_rarely_show_a_regressed_slice_across_many_slices() 
         y, c, h, labels = _sliced(120, seed, worse_slice=None, slices="abcdefghij")
         flagged += any(s.status == "regressed" for s in _slices(y, c, h, labels, margin=0.0, resamples=200))
     assert flagged / trials <= 0.05 + 2 * (0.05 * 0.95 / trials) ** 0.5, f"{flagged} of {trials} trials"
+
+
+def test_one_resampling_serves_the_metrics_the_broken_rows_and_the_slices_of_a_decision() -> None:
+    y, c, h, labels = _sliced(400, 5, worse_slice="b")
+    shared = comparison.Resampling.draw(len(y), resamples=400, seed=3)
+    assert shared.draws == 400 and shared.counts.dtype == np.uint8 and (shared.counts.sum(axis=1) == len(y)).all()
+    own = {"resamples": 400, "seed": 3}
+    # Drawn once or by each figure with the same seed: the same resamples, the same intervals.
+    assert comparison.compare({"rmse": False}, "regression", y, c, h, resampling=shared) == comparison.compare(
+        {"rmse": False}, "regression", y, c, h, **own
+    )
+    assert comparison.compatibility("regression", y, c, h, resampling=shared) == comparison.compatibility(
+        "regression", y, c, h, **own
+    )
+    # A slice's figures from the shared resamples agree with resampling the slice on its own.
+    from_shared = {s.value: s for s in _slices(y, c, h, labels, resampling=shared)}
+    rows = labels == "b"
+    alone = comparison.compare({"rmse": False}, "regression", y[rows], c[rows], h[rows], **own)["rmse"]
+    slice_b = from_shared["b"].comparison
+    assert slice_b.candidate == pytest.approx(alone.candidate) and slice_b.units == rows.sum()
+    width = alone.improvement_high - alone.improvement_low
+    assert abs((slice_b.improvement_high - slice_b.improvement_low) - width) < 0.25 * width
+    assert from_shared["b"].status == "regressed" and {from_shared[v].status for v in "acd"} == {"ok"}
+    with pytest.raises(ValueError, match="same held-out rows"):
+        comparison.compatibility("regression", y[:-1], c[:-1], h[:-1], resampling=shared)

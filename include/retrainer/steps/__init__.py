@@ -45,7 +45,7 @@ from retrainer.steps.registry import (
     promote,
     rollback,
 )
-from retrainer.steps.serving import ServingCheck, serving_check
+from retrainer.steps.serving import ServingCheck, serving_check, serving_check_of_run
 from retrainer.steps.shadow import ShadowOutcome, shadow_evaluation
 from retrainer.steps.validation import ValidationResult, validate
 
@@ -94,6 +94,7 @@ __all__ = [
     "run_cycle",
     "safe_id",
     "serving_check",
+    "serving_check_of_run",
     "shadow_evaluation",
     "train",
     "training_window",

@@ -138,7 +138,7 @@ def _compare(
 ) -> tuple[dict[str, MetricComparison], Compatibility, list[SliceComparison]]:
     """The paired bootstrap of the primary and secondary metrics on the held-out rows (or their groups), the
     rows the candidate breaks, and the primary metric per slice."""
-    from retrainer.comparison import compare, compare_slices, compatibility
+    from retrainer.comparison import Resampling, compare, compare_slices, compatibility
     from retrainer.config import METRICS
 
     rule = config.promotion
@@ -147,13 +147,11 @@ def _compare(
     labelled = holdout.loc[holdout[config.schema_.target].notna()]  # the rows prepare() kept, in its order
     groups = None if rule.group_by is None else labelled[rule.group_by].astype(str).to_numpy()
     y = target.to_numpy()
-    bootstrap = {
-        "groups": groups,
-        "unit": rule.group_by or "row",
-        "resamples": rule.resamples,
-        "confidence": rule.confidence,
-        "seed": rule.seed,
-    }
+    # Drawn once: the metrics, the broken rows and every slice are figures of the same resamples.
+    resampling = Resampling.draw(
+        len(y), groups=groups, unit=rule.group_by or "row", resamples=rule.resamples, seed=rule.seed
+    )
+    bootstrap = {"confidence": rule.confidence, "resampling": resampling}
     comparisons = compare(directions, config.task.value, y, candidate, champion, **bootstrap)
     compatible = compatibility(
         config.task.value, y, candidate, champion, tolerance=rule.compatibility.tolerance, **bootstrap
@@ -169,6 +167,10 @@ def _compare(
         min_rows=rule.slices.min_rows,
         margin=rule.slices.margin,
         alpha=rule.slices.alpha,
+        groups=groups,
+        unit=rule.group_by or "row",
+        resamples=rule.resamples,
+        seed=rule.seed,
         **bootstrap,
     )
     return comparisons, compatible, slices

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from retrainer import modeling
 from retrainer.catalog import Catalog
 from retrainer.serving import ServingFigures, judge
-from retrainer.steps.common import TAG, StepResult
+from retrainer.steps.common import TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
     from retrainer.config import ProjectConfig
@@ -59,6 +59,31 @@ def serving_check(
         ValueError: The run records no training window.
     """
     with tracking.active():
+        return _check(config, tracking, run_id, candidate_uri, champion_uri)
+
+
+def serving_check_of_run(
+    config: ProjectConfig, tracking: Tracking, run_id: str, candidate_uri: str | None = None
+) -> ServingCheck:
+    """The serving check of a candidate run, by hand (``retrainer serving-check``): ``candidate_uri``, by
+    default the run's registered version (else the model it logged), beside the current champion.
+
+    Raises:
+        ValueError: The run has no model, or records no training window.
+    """
+    with tracking.active():
+        client = tracking.client()
+        if candidate_uri is None:
+            versions = client.search_model_versions(f"name='{config.model_name}' and run_id='{run_id}'")
+            candidate_uri = (
+                f"models:/{config.model_name}/{versions[0].version}"
+                if versions
+                else client.get_run(run_id).data.tags.get(f"{TAG}model_uri")
+            )
+        if not candidate_uri:
+            raise ValueError(f"MLflow run {run_id} has no model: is it a candidate of the train step?")
+        champion = champion_version(client, config)
+        champion_uri = None if champion is None else f"models:/{config.model_name}/{champion.version}"
         return _check(config, tracking, run_id, candidate_uri, champion_uri)
 
 

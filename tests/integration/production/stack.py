@@ -1362,11 +1362,7 @@ class _Launcher:
         return self._describe(env)
 
     def _wait_pools_imported(self, importer: _Process, deadline: float) -> None:
-        while importer.popen.poll() is None:
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise ProductionStackError(f"`airflow pools import` did not finish in time; see {importer.log}")
-            time.sleep(0.5)
+        self._wait("`airflow pools import`", lambda: importer.popen.poll() is not None, deadline)
         if importer.popen.returncode != 0:
             raise ProductionStackError(
                 f"`airflow pools import` failed; end of {importer.log}:\n{_tail(importer.log)}"

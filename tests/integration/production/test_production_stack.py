@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 from collections.abc import Iterator
 from datetime import date
 from email import message_from_bytes
@@ -32,6 +31,7 @@ from retrainer.catalog import BatchStatus, Catalog
 from retrainer.config import load_config
 from retrainer.stack import REPO_ROOT
 
+from ..conftest import wait_until
 from .stack import DATA_BUCKET, ProductionStack
 
 pytestmark = pytest.mark.integration
@@ -137,13 +137,13 @@ def _states(client: AirflowClient, dag_id: str, run_id: str) -> dict[str, str]:
 
 def _next_run(client: AirflowClient, dag_id: str, seen: int, run_type: str | None = None) -> dict[str, Any]:
     """Wait for run number ``seen + 1`` of ``dag_id`` to start, then to finish."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        runs = client.list_dag_runs(dag_id, run_type=run_type)
-        if len(runs) > seen:
-            return client.wait_for_dag_run(dag_id, runs[-1]["dag_run_id"], timeout=900)
-        time.sleep(1)
-    raise AssertionError(f"no new run of {dag_id} within 300 s")
+    runs = wait_until(
+        lambda: (runs := client.list_dag_runs(dag_id, run_type=run_type))[seen:] and runs,
+        timeout=300,
+        what=f"run {seen + 1} of {dag_id}",
+        interval=1,
+    )
+    return client.wait_for_dag_run(dag_id, runs[-1]["dag_run_id"], timeout=900)
 
 
 def _explain(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> str:
@@ -291,7 +291,6 @@ def test_a_drifted_week_raises_an_alert_and_the_retrain_follows(
 
 def test_the_platforms_metrics_reach_statsd_beside_airflows(production: ProductionStack) -> None:
     assert production.statsd_log is not None
-    deadline = time.monotonic() + 60
     wanted = (
         f"airflow.retrainer.decision.{PROJECT}.promoted:1|c",
         f"airflow.retrainer.champion_metric.{PROJECT}:",
@@ -300,13 +299,12 @@ def test_the_platforms_metrics_reach_statsd_beside_airflows(production: Producti
         f"airflow.retrainer.cycle_duration.{PROJECT}:",
         "airflow.scheduler_heartbeat:",
     )
-    while time.monotonic() < deadline:
+
+    def missing() -> list[str]:
         lines = production.statsd_log.read_text(errors="replace").splitlines()
-        missing = [name for name in wanted if not any(line.startswith(name) for line in lines)]
-        if not missing:
-            break
-        time.sleep(1)
-    assert not missing, f"never received {missing}"
+        return [name for name in wanted if not any(line.startswith(name) for line in lines)]
+
+    wait_until(lambda: not missing(), timeout=60, what=lambda: f"the metrics {missing()}", interval=1)
 
 
 def test_a_quarantined_batch_fails_the_monitor_run_and_sends_one_email(
@@ -320,9 +318,8 @@ def test_a_quarantined_batch_fails_the_monitor_run_and_sends_one_email(
     assert run["state"] == "failed"
     assert _states(client, MONITOR, run["dag_run_id"])["validate"] == "failed"
     assert catalog.get(CORRUPTED_WEEK.isoformat()).status is BatchStatus.QUARANTINED
-    deadline = time.monotonic() + 120  # the dag-processor runs the DAG's failure callback
-    while time.monotonic() < deadline and not inbox.messages:
-        time.sleep(1)
+    # The dag-processor runs the DAG's failure callback.
+    wait_until(lambda: inbox.messages, timeout=120, what="the failure e-mail", interval=1)
     [message] = inbox.messages
     assert message["To"] == NOTIFY and message["From"] == "retrainer@example.com"
     assert message["Subject"] == f"[retrainer] {MONITOR}: run {run['dag_run_id']} failed"
