@@ -305,7 +305,7 @@ def use_local_mlflow(folder: Path, mp: pytest.MonkeyPatch) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # models load without it
     mp.setenv("RETRAINER_CODE_VERSION", "test-code-version")
     mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
     mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)

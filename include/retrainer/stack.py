@@ -385,6 +385,8 @@ def airflow_env(settings: StackSettings, base: Mapping[str, str] | None = None) 
     env.update(_forced_airflow_settings(settings))
     env["PATH"] = os.pathsep.join([str(_venv_bin()), env.get("PATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
+    # Tasks load models only through retrainer.trusted_models; MLflow's own loaders stay closed to pickles.
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     return env
 
 
@@ -402,6 +404,8 @@ def mlflow_env(settings: StackSettings, base: Mapping[str, str] | None = None) -
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PATH"] = os.pathsep.join([str(_venv_bin()), env.get("PATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
+    # Tasks load models only through retrainer.trusted_models; MLflow's own loaders stay closed to pickles.
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     return env
 
 

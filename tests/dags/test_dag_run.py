@@ -39,7 +39,7 @@ def test_a_cycle_runs_with_only_the_mlflow_connection_set(synth: SimpleNamespace
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": store}),
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
         "RETRAINER_PROJECTS_DIR": str(projects),
         "RETRAINER_GX_ROOT": str(gx_root),
         "RETRAINER_CODE_VERSION": "dag-test",

@@ -312,7 +312,7 @@ def test_champion_loads_from_the_registry_and_predicts(lifecycle: SimpleNamespac
     from retrainer import modeling
 
     with _tracking().active():
-        model = steps.load_model("models:/lifecycle@champion")
+        model = steps.load_model(_client(), lifecycle.config, "models:/lifecycle@champion")
     features, _ = modeling.prepare(synth.week(5, 30), lifecycle.config)
     assert np.isfinite(model.predict(features)).all()
 
@@ -534,7 +534,7 @@ def test_xgboost_project_trains_promotes_and_its_model_loads_back(
     run = _client().get_run(cycle.training["run_id"])
     assert run.data.params["estimator"] == "xgboost.XGBRegressor"
     with _tracking().active():
-        model = steps.load_model("models:/boosted@champion")
+        model = steps.load_model(_client(), project.config, "models:/boosted@champion")
     features, target = modeling.prepare(synth.week(2, 50), project.config)
     metrics = modeling.compute_metrics(target, model.predict(features), project.config.task)
     assert np.isfinite(metrics["rmse"]) and metrics["r2"] > 0.8

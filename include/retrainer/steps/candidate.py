@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retrainer import trusted_models
 from retrainer.catalog import BatchRecord, Catalog, CatalogError
 from retrainer.steps.common import TAG, NothingToTrainError, StepResult, code_version, parse_cutoff
 
@@ -254,4 +257,15 @@ def _log_candidate(
             pip_requirements=_pip_requirements(config),
         )
         mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
+        mlflow.set_tag(trusted_models.SHA256_TAG, _logged_digest(info.model_uri))
     return info, run.info.run_id
+
+
+def _logged_digest(model_uri: str) -> str:
+    """The digest of the model as the store holds it, checked whenever it is loaded (retrainer.trusted_models)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="retrainer-logged-") as folder:
+        return trusted_models.digest(
+            Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        )

@@ -108,15 +108,13 @@ def window_of_run(client: MlflowClient, run_id: str) -> list[str]:
     return json.loads(client.get_run(run_id).data.tags.get(f"{TAG}window", "[]"))
 
 
-def load_model(uri: str) -> Any:
-    """Load a model of this platform's registry as a scikit-learn pipeline (from the active tracking server).
+def load_model(client: MlflowClient, config: ProjectConfig, uri: str) -> Any:
+    """Load a model of this platform's registry as a scikit-learn pipeline, only after checking it is one of the
+    platform's own skops models (:mod:`retrainer.trusted_models`); pickle deserialisation stays off.
 
-    MLflow refuses to deserialise any model unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true, and
-    loading a model can run code from its artifact. The platform turns it on for this process (unless the
-    environment already decides) and only ever loads models from its own registry, which must therefore be
-    writable only by trusted users.
+    Raises:
+        UntrustedModelError: The model is refused (not the platform's, not skops, altered, untrusted types).
     """
-    import mlflow
+    from retrainer import trusted_models
 
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    return mlflow.sklearn.load_model(uri)
+    return trusted_models.load(client, uri, config.estimator_class)

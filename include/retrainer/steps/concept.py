@@ -119,7 +119,9 @@ def _judge(config: ProjectConfig, client: Any, champion: Any, rows: Any, batch_i
         note = f"only {len(rows)} newly labelled rows (concept_drift.min_rows is {config.concept_drift.min_rows})"
         return check.model_copy(update={"note": note})
     baseline = client.get_run(champion.run_id).data.metrics.get(f"holdout_{metric}")
-    score = modeling.score(load_model(f"models:/{config.model_name}/{champion.version}"), rows, config)
+    score = modeling.score(
+        load_model(client, config, f"models:/{config.model_name}/{champion.version}"), rows, config
+    )
     if baseline is None or metric not in score:
         return check.model_copy(
             update={"note": f"{metric} of v{champion.version} cannot be compared on these rows"}

@@ -69,7 +69,7 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         holdout = modeling.split_holdout(frame, config, holdout_start=holdout_start).holdout
         features, target = modeling.prepare(holdout, config)
         candidate_predictions = modeling.predict_for_metric(
-            load_model(tags[f"{TAG}model_uri"]), features, config.task
+            load_model(client, config, tags[f"{TAG}model_uri"]), features, config.task
         )
         candidate_metrics = modeling.compute_metrics(target, candidate_predictions, config.task)
         champion = champion_version(client, config)
@@ -86,7 +86,7 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
                     f"champion v{champion.version} was trained on rows up to {trained_until}, after this cycle's "
                     f"holdout starts ({holdout_start}): the comparison would not be fair; use a later cutoff"
                 )
-            champion_model = load_model(f"models:/{config.model_name}/{champion.version}")
+            champion_model = load_model(client, config, f"models:/{config.model_name}/{champion.version}")
             champion_predictions = modeling.predict_for_metric(champion_model, features, config.task)
             champion_metrics = modeling.compute_metrics(target, champion_predictions, config.task)
         for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):

@@ -16,15 +16,18 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrainer import modeling
+from retrainer import modeling, trusted_models
 from retrainer.catalog import Catalog
 from retrainer.serving import ServingFigures, judge
 from retrainer.steps.common import TAG, StepResult, champion_version
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from retrainer.config import ProjectConfig
     from retrainer.tracking import Tracking
 
@@ -101,11 +104,11 @@ def _check(
     with tempfile.TemporaryDirectory(prefix="retrainer-serving-") as folder:
         path = Path(folder) / "features.parquet"
         features.to_parquet(path, index=False)
+        packages = trusted_models.allowed_packages(config.estimator_class)
+        probe = partial(_probe, client, packages, features=path, timeout_s=budget.timeout_s)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            measuring = pool.submit(_probe, candidate_uri, Path(folder) / "candidate", path, budget.timeout_s)
-            champion = (
-                _probe(champion_uri, Path(folder) / "champion", path, budget.timeout_s) if champion_uri else None
-            )
+            measuring = pool.submit(probe, candidate_uri, Path(folder) / "candidate")
+            champion = probe(champion_uri, Path(folder) / "champion") if champion_uri else None
             candidate = measuring.result()
     passed, reason = judge(candidate, champion, budget)
     log.info("%s: %s", candidate_uri, reason)
@@ -114,16 +117,21 @@ def _check(
     )
 
 
-def _probe(model_uri: str, into: Path, features: Path, timeout_s: float) -> ServingFigures:
-    """Fetch ``model_uri``'s files here (what ``load_model`` does first), then load them and predict in a
-    fresh ``python -m retrainer.serving`` process; a failure at either step is the finding."""
+def _probe(
+    client: MlflowClient, packages: tuple[str, ...], model_uri: str, into: Path, features: Path, timeout_s: float
+) -> ServingFigures:
+    """Fetch ``model_uri``'s files here (what ``load_model`` does first) and check they are the platform's own
+    model, then load them and predict in a fresh ``python -m retrainer.serving`` process; a failure at any step
+    is the finding."""
     import mlflow
 
     try:
+        expected = trusted_models.expected_digest(client, model_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
-    except Exception as error:  # whatever the registry or the artifact store says is the finding
+        trusted_models.verify_folder(Path(local), expected, packages, model_uri)
+    except Exception as error:  # whatever the registry, the artifact store or the check says is the finding
         return ServingFigures(model_uri=model_uri, rows=0, problem=f"cannot load: {error}")
-    # The platform only loads models of its own registry (see steps.common.load_model).
+    # Checked above as the platform's own skops model (format, digest, types): the consumer's loader may read it.
     env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
     command = [sys.executable, "-m", "retrainer.serving", "--model-uri", model_uri, "--model-path", local]
     command += ["--features", str(features)]

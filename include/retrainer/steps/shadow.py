@@ -188,7 +188,7 @@ def _judge_new_batches(
     from retrainer.comparison import compare
 
     models = {
-        name: load_model(f"models:/{config.model_name}/{version.version}")
+        name: load_model(client, config, f"models:/{config.model_name}/{version.version}")
         for name, version in (("challenger", challenger), ("champion", champion))
     }
     rule = config.promotion
