@@ -23,7 +23,7 @@ import importlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
@@ -41,15 +41,25 @@ class UntrustedModelError(ValueError):
     """A model the platform will not load: not its own, not skops, altered, or needing untrusted types."""
 
 
+class VerifiedModel(NamedTuple):
+    """A downloaded model that passed the checks: its serialised file and the types to trust loading it."""
+
+    model_file: Path
+    trusted: list[str]
+
+
 def digest(folder: Path) -> str:
     """sha256 of a logged sklearn model's definition: its ``MLmodel`` file and its serialised model file."""
-    mlmodel = folder / "MLmodel"
-    flavor = _sklearn_flavor(mlmodel, str(folder))
+    flavor = _sklearn_flavor(folder / "MLmodel", str(folder))
+    return _digest_of(folder, flavor)
+
+
+def _digest_of(folder: Path, flavor: dict[str, Any]) -> str:
     model_file = folder / flavor.get("pickled_model", "")
     if not model_file.is_file():
         raise UntrustedModelError(f"the model at {folder} has no model file {model_file.name!r}")
     sha = hashlib.sha256()
-    for path in (mlmodel, model_file):
+    for path in (folder / "MLmodel", model_file):
         sha.update(path.name.encode() + b"\0" + path.read_bytes())
     return sha.hexdigest()
 
@@ -92,8 +102,10 @@ def check_types(types: list[str], packages: tuple[str, ...], source: str) -> Non
         )
 
 
-def verify_folder(folder: Path, expected_sha256: str | None, packages: tuple[str, ...], source: str) -> list[str]:
-    """Check a downloaded model folder (format, digest, types) and return the types to trust when loading it.
+def verify_folder(
+    folder: Path, expected_sha256: str | None, packages: tuple[str, ...], source: str
+) -> VerifiedModel:
+    """Check a downloaded model folder (format, digest, types); return its model file and the types to trust.
 
     Raises:
         UntrustedModelError: It is not a skops model, its digest differs, or it needs untrusted types.
@@ -106,7 +118,7 @@ def verify_folder(folder: Path, expected_sha256: str | None, packages: tuple[str
             f"{source} is saved as {flavor.get('serialization_format')!r}: the platform loads only the skops "
             "models its train step logged, never a pickle"
         )
-    found = digest(folder)
+    found = _digest_of(folder, flavor)
     if expected_sha256 is None:
         log.warning(
             "%s: no recorded digest (trained before digests were recorded): format and types checked", source
@@ -115,9 +127,10 @@ def verify_folder(folder: Path, expected_sha256: str | None, packages: tuple[str
         raise UntrustedModelError(
             f"{source} changed since it was trained (sha256 {found[:12]}…, recorded {expected_sha256[:12]}…)"
         )
-    types = skops.io.get_untrusted_types(file=folder / flavor["pickled_model"])  # reads the schema, runs nothing
+    model_file = folder / flavor["pickled_model"]
+    types = skops.io.get_untrusted_types(file=model_file)  # reads the schema, runs nothing
     check_types(types, packages, source)
-    return types
+    return VerifiedModel(model_file, types)
 
 
 def source_run(client: MlflowClient, uri: str) -> str:
@@ -166,6 +179,5 @@ def load(client: MlflowClient, uri: str, estimator_class: str) -> Any:
     expected = expected_digest(client, uri)
     with tempfile.TemporaryDirectory(prefix="retrainer-model-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
-        trusted = verify_folder(local, expected, allowed_packages(estimator_class), uri)
-        flavor = _sklearn_flavor(local / "MLmodel", uri)
-        return skops.io.load(local / flavor["pickled_model"], trusted=trusted)
+        verified = verify_folder(local, expected, allowed_packages(estimator_class), uri)
+        return skops.io.load(verified.model_file, trusted=verified.trusted)

@@ -182,8 +182,9 @@ def _judge_new_batches(
     """Each batch with labelled rows neither model trained on, not judged yet: the challenger beside the
     champion on them."""
     evidence = _evidence(config, client, challenger, champion, judged)
-    if not evidence:
-        return []
+    rule = config.promotion
+    if not any(len(rows) >= rule.shadow.min_rows for _, rows in evidence):  # nothing to score: no model loaded
+        return [judge(batch_id, len(rows), None, rule.shadow.min_rows) for batch_id, rows in evidence]
     from retrainer import modeling
     from retrainer.comparison import compare
 
@@ -191,7 +192,6 @@ def _judge_new_batches(
         name: load_model(client, config, f"models:/{config.model_name}/{version.version}")
         for name, version in (("challenger", challenger), ("champion", champion))
     }
-    rule = config.promotion
     judgements = []
     for batch_id, rows in evidence:
         comparison = None
