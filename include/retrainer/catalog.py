@@ -3,21 +3,26 @@
 Layout under a project's ``data.root_uri``::
 
     landing/<batch>.parquet                  new batches: an inbox, emptied as they are registered
-    landing/rejected/<file> + .error.txt     a file landed under a registered batch id with other content
+    landing/rejected/<file> + .error.txt     files that cannot become a batch: a registered id with other content,
+                                             the content of a registered batch under a new name, an unusable name
     batches/<batch>.parquet                  registered batches, immutable, owned by the platform
     catalog/<batch>.json                     one record per batch (hash, rows, period, status)
     catalog/_landed/<batch>                  index: batches awaiting validation
     catalog/_accepted/<newest-first key>     index: accepted batches, newest period first (the window)
     catalog/_quarantined/<batch>             index: quarantined batches
+    catalog/_sha256/<content hash>           index: the batch registered with that content
     quarantine/<batch>/<batch>.parquet       batches that failed validation ...
     quarantine/<batch>/validation.json       ... with their validation report
     labels/<batch>.parquet                   late labels of a batch that landed without them (an inbox too)
     labels/attached/<batch>.parquet          late labels attached to their batch, immutable
     labels/rejected/<file> + .error.txt      label files that cannot be used, with the reason
 
-A batch is never deleted: a registered one is moved (copied, verified, then removed) from ``landing/`` to
-``batches/``, a failing one from there into quarantine. So the zones the steps and watchers list hold only what
-is new, whatever the history (batches registered by versions before ``batches/`` existed stay where they are).
+Every file in ``landing/`` ends registered (then accepted or quarantined), in ``landing/rejected/`` with the
+reason, or left where it is with a logged reason (a name that does not match ``data.file_pattern``, a hidden name):
+nothing is ignored silently. A batch is never deleted: a registered one is moved (copied, verified, then removed)
+from ``landing/`` to ``batches/``, a failing one from there into quarantine. So the zones the steps and watchers
+list hold only what is new, whatever the history (batches registered by versions before ``batches/`` existed stay
+where they are).
 
 Several processes change the catalog at once (the drift monitor and the weekly cycle, on different workers),
 so records are written conditionally: a record is created only if none exists (a second registration of the
@@ -30,11 +35,13 @@ against the record they point to.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +102,32 @@ class BatchRecord:
 
 
 @dataclass(frozen=True)
+class LandingOutcome:
+    """What :meth:`Catalog.scan_landing` did with each file of the landing zone.
+
+    Attributes:
+        registered: New records, oldest period first: ``landed``, or ``quarantined`` for files that cannot be
+            read as a batch of the project (with a report naming the problem).
+        rejected: ``(file name, reason)`` of files moved to ``landing/rejected/`` beside a ``.error.txt``.
+        ignored: ``(file name, reason)`` of files left in place, each logged as a warning on every scan.
+    """
+
+    registered: list[BatchRecord] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def batch_id_problem(batch_id: str) -> str | None:
+    """Why a name cannot be a batch id (it becomes a file name, an S3 key, a tag and a URL part), or None."""
+    if not _BATCH_ID.match(batch_id) or ".." in batch_id:
+        return (
+            f"{batch_id!r} is not a usable batch id: use ASCII letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit, without '..'"
+        )
+    return None
+
+
+@dataclass(frozen=True)
 class LabelsOutcome:
     """What :meth:`Catalog.register_labels` did.
 
@@ -109,7 +142,9 @@ class LabelsOutcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: the content-hash index
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FUTURE_TOLERANCE = timedelta(days=1)  # clocks and time zones of producers differ; beyond this is an error
 _UPDATE_ATTEMPTS = 20
 _NEWEST_FIRST_MAX = 10**18 - 1  # window keys: this minus the period end in microseconds, zero-padded
 
@@ -143,6 +178,7 @@ class Catalog:
         self.records = storage.join(root, "catalog")
         self.reports = storage.join(root, "reports")
         self.labels = storage.join(root, "labels")
+        self._indexed = False
 
     # -- records ------------------------------------------------------------------------------------------
     def _record_uri(self, batch_id: str) -> str:
@@ -159,7 +195,18 @@ class Catalog:
         self._ensure_index()
         if record.status is BatchStatus.LANDED:  # the hint first: a hint without a record is ignored
             storage.write_bytes(self._index_uri("landed", record.batch_id), b"")
+        if not storage.exists(self._index_uri("sha256", record.sha256)):  # the first batch with it keeps it
+            storage.write_bytes(self._index_uri("sha256", record.sha256), record.batch_id.encode())
         return storage.create_bytes(self._record_uri(record.batch_id), _encode(record))
+
+    def by_content(self, sha256: str) -> BatchRecord | None:
+        """The registered batch whose content has this hash, or None."""
+        self._ensure_index()
+        uri = self._index_uri("sha256", sha256)
+        if not storage.exists(uri):
+            return None
+        record = self._find(storage.read_bytes(uri).decode())
+        return record if record is not None and record.sha256 == sha256 else None
 
     def _update(self, batch_id: str, change: Callable[[BatchRecord], BatchRecord | None]) -> BatchRecord:
         """Apply ``change`` to the current record and write it only if nobody changed it meanwhile.
@@ -193,10 +240,19 @@ class Catalog:
 
     def _ensure_index(self) -> None:
         """Build the index folders once for a catalog written before they existed (reads every record once)."""
+        if self._indexed:
+            return
         marker = storage.join(self.records, "_index.json")
-        if storage.exists(marker):
+        try:  # one request: read the marker, and take a failed read as no index yet
+            version = json.loads(storage.read_bytes(marker)).get("version")
+        except storage.StorageError:
+            version = None
+        if version == _INDEX_VERSION:
+            self._indexed = True
             return
         for record in self.all():
+            if not storage.exists(self._index_uri("sha256", record.sha256)):
+                storage.write_bytes(self._index_uri("sha256", record.sha256), record.batch_id.encode())
             if record.status is BatchStatus.LANDED:
                 storage.write_bytes(self._index_uri("landed", record.batch_id), b"")
             elif record.status is BatchStatus.ACCEPTED:
@@ -204,6 +260,7 @@ class Catalog:
             else:
                 storage.write_bytes(self._index_uri("quarantined", record.batch_id), b"")
         storage.write_bytes(marker, json.dumps({"version": _INDEX_VERSION, "built_at": _now()}).encode())
+        self._indexed = True
 
     def _find(self, batch_id: str) -> BatchRecord | None:
         """The record of a batch, None when there is none (one created meanwhile by another process is read)."""
@@ -262,99 +319,220 @@ class Catalog:
         return uri
 
     def register_new(self) -> list[BatchRecord]:
-        """Record every file in the landing zone, moving each registered batch to ``batches/``.
+        """Register every batch file in the landing zone (see :meth:`scan_landing`); returns the new records."""
+        return self.scan_landing().registered
 
-        A file that cannot be read as a batch (not Parquet, no rows, no timestamps) is quarantined at once with
-        a report naming the problem, so one bad file never blocks the others. A file landed again under a
-        registered batch id is dropped when its content is the registered one, and moved to
-        ``landing/rejected/`` with the reason when it is not (batches are immutable). A batch another process
-        registers at the same time is left to it.
+    def scan_landing(self) -> LandingOutcome:
+        """Look at every file in the landing zone: register batches, reject what cannot be one, say why.
 
-        Returns:
-            The new records, oldest period first: ``landed``, or ``quarantined`` for unreadable files.
+        A file whose name matches ``data.file_pattern`` (in any letter case) becomes a batch named after it, and
+        moves to ``batches/``. One that cannot be read as a batch of the project (not Parquet, no rows, too
+        large, timestamps missing, without a time zone, in the future or outside the batch's period) is
+        quarantined at once with a report naming the problem, so one bad file never blocks the others. A file
+        moves to ``landing/rejected/`` with the reason when its name is no usable batch id, when its batch id
+        is registered with other content (batches are immutable), or when its content is that of a registered
+        batch under another name (it would be trained on twice); the same content under its own id again is
+        a leftover, dropped. Other files (other names, hidden names) stay where they are, logged with the
+        reason on every scan. A batch another process registers at the same time is left to it.
         """
         self._ensure_index()
-        created = []
-        for uri in storage.list_files(self.landing, self.config.data.file_pattern):
-            batch_id = storage.basename(uri).rsplit(".", 1)[0]
+        outcome = LandingOutcome()
+        pattern = self.config.data.file_pattern.lower()
+        for uri in storage.list_files(self.landing, "*", hidden=True):
+            name = storage.basename(uri)
+            if name.startswith("."):
+                outcome.ignored.append((name, "hidden name (a leading '.' marks a file being written): not read"))
+                continue
+            if not fnmatch.fnmatchcase(name.lower(), pattern):
+                outcome.ignored.append(
+                    (name, f"does not match data.file_pattern {self.config.data.file_pattern!r}")
+                )
+                continue
+            batch_id = name.rsplit(".", 1)[0]
+            problem = batch_id_problem(batch_id)
+            if problem is not None:
+                outcome.rejected.append((name, self._reject_landed(uri, f"{name}: {problem}")))
+                continue
             try:
-                data = storage.read_bytes(uri)
+                registered = self._register_file(uri, batch_id, outcome)
             except storage.StorageError:
                 if storage.exists(uri):
                     raise
                 continue  # registered (and moved on) by another process since the listing
-            sha256 = storage.sha256_bytes(data)
-            known = self._find(batch_id)
-            if known is not None:
-                self._landed_again(known, uri, sha256)
-                continue
-            now = _now()
-            try:
-                start, end, rows = self._inspect(data, uri)
-            except CatalogError as error:
-                record = BatchRecord(batch_id, uri, sha256, 0, now, now, registered_at=now)
-                if self._create(record):
-                    report = {"batch_id": batch_id, "success": False, "error": str(error)}
-                    created.append(self.quarantine_batch(batch_id, report))
-                continue
-            # Copied first, recorded second, removed from landing last: a crash in between repeats a step.
-            target = storage.join(self.batches, storage.basename(uri))
-            storage.write_bytes(target, data, overwrite=False)
-            record = BatchRecord(
-                batch_id=batch_id,
-                uri=target,
-                sha256=sha256,
-                rows=rows,
-                period_start=start,
-                period_end=end,
-                registered_at=now,
-            )
-            if self._create(record):
-                created.append(record)
-            else:
-                log.info("batch %s was registered by another process meanwhile", batch_id)
-            storage.delete(uri)
-        return sorted(created, key=lambda r: (r.period_end_ts, r.batch_id))
+            if registered is not None:
+                outcome.registered.append(registered)
+        for name, reason in outcome.ignored:
+            log.warning("landing file %s left in place: %s", name, reason)
+        outcome.registered.sort(key=lambda r: (r.period_end_ts, r.batch_id))
+        return outcome
 
-    def _landed_again(self, record: BatchRecord, uri: str, sha256: str) -> None:
-        """A landing file whose batch id is registered: a leftover, a duplicate, or a forbidden correction."""
-        if record.uri == uri:
-            return  # registered before batches/ existed: it stays where its record says it is
-        if record.sha256 == sha256:
-            storage.delete(uri)  # the same content is stored already (or a crash left the landing copy)
-            return
+    def _register_file(self, uri: str, batch_id: str, outcome: LandingOutcome) -> BatchRecord | None:
+        """Register one landing file as ``batch_id``; None when it became no new record."""
+        now = _now()
+        limit = self.config.data.max_file_mb
+        size = storage.size(uri)
+        if size > limit * 1024 * 1024:
+            # Refused before it is read: a batch this large would not fit the memory the steps have.
+            reason = (
+                f"batch {batch_id}: the file is {size / 1024 / 1024:,.1f} MB, more than data.max_file_mb "
+                f"({limit:g} MB): split it into smaller batches or raise the limit"
+            )
+            return self._quarantine_on_arrival(batch_id, uri, storage.sha256_of(uri), reason, now)
+        data = storage.read_bytes(uri)
+        sha256 = storage.sha256_bytes(data)
+        known = self._find(batch_id)
+        if known is not None:
+            reason = self._landed_again(known, uri, sha256)
+            if reason is not None:
+                outcome.rejected.append((storage.basename(uri), reason))
+            return None
+        twin = self.by_content(sha256)
+        if twin is not None:
+            reason = (
+                f"{storage.basename(uri)}: same content as batch {twin.batch_id} ({twin.status.value}, sha256 "
+                f"{sha256[:12]}…): a batch is registered once, or it would be trained on twice"
+            )
+            outcome.rejected.append((storage.basename(uri), self._reject_landed(uri, reason)))
+            return None
+        try:
+            start, end, rows = self._inspect(data, uri, batch_id)
+        except CatalogError as error:
+            return self._quarantine_on_arrival(batch_id, uri, sha256, str(error), now)
+        # Copied first, recorded second, removed from landing last: a crash in between repeats a step.
+        target = storage.join(self.batches, storage.basename(uri))
+        storage.write_bytes(target, data, overwrite=False)
+        record = BatchRecord(
+            batch_id=batch_id,
+            uri=target,
+            sha256=sha256,
+            rows=rows,
+            period_start=start,
+            period_end=end,
+            registered_at=now,
+        )
+        created = self._create(record)
+        if not created:
+            log.info("batch %s was registered by another process meanwhile", batch_id)
+        storage.delete(uri)
+        return record if created else None
+
+    def _quarantine_on_arrival(
+        self, batch_id: str, uri: str, sha256: str, error: str, now: str
+    ) -> BatchRecord | None:
+        record = BatchRecord(batch_id, uri, sha256, 0, now, now, registered_at=now)
+        if not self._create(record):
+            return None
+        log.warning("quarantined %s on arrival: %s", batch_id, error)
+        return self.quarantine_batch(batch_id, {"batch_id": batch_id, "success": False, "error": error})
+
+    def _reject_landed(self, uri: str, reason: str) -> str:
+        """Move a landing file to ``landing/rejected/`` beside a ``.error.txt`` with the reason; returns it."""
         target = storage.join(
             self.landing, "rejected", f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{storage.basename(uri)}"
-        )
-        reason = (
-            f"{storage.basename(uri)}: batch {record.batch_id} is already registered ({record.status.value}) with "
-            f"other content (sha256 {record.sha256[:12]}…, this file {sha256[:12]}…); batches are immutable: "
-            "land the correction under a new batch id"
         )
         storage.write_bytes(f"{target}.error.txt", f"{reason}\n".encode())
         storage.move(uri, target)
         log.warning("rejected %s, moved to %s", reason, target)
+        return reason
 
-    def _inspect(self, data: bytes, uri: str) -> tuple[str, str, int]:
+    def _landed_again(self, record: BatchRecord, uri: str, sha256: str) -> str | None:
+        """A landing file whose batch id is registered: a leftover, a duplicate, or a forbidden correction.
+
+        Returns:
+            The reason it was rejected, or None when it was a leftover.
+        """
+        if record.uri == uri:
+            return None  # registered before batches/ existed: it stays where its record says it is
+        if record.sha256 == sha256:
+            storage.delete(uri)  # the same content is stored already (or a crash left the landing copy)
+            return None
+        return self._reject_landed(
+            uri,
+            f"{storage.basename(uri)}: batch {record.batch_id} is already registered ({record.status.value}) with "
+            f"other content (sha256 {record.sha256[:12]}…, this file {sha256[:12]}…); batches are immutable: "
+            "land the correction under a new batch id",
+        )
+
+    def _inspect(self, data: bytes, uri: str, batch_id: str) -> tuple[str, str, int]:
+        """Period and rows of a landing file, after checking its timestamps can place it in time.
+
+        Raises:
+            CatalogError: Naming what is wrong: unreadable, no rows, no timestamp column, timestamps that are not
+                timestamps, have no time zone (unless ``schema.naive_timezone`` says which), are missing, lie in
+                the future or outside the batch's period (``data.period_days``).
+        """
+        import pandas as pd
+
         ts_col = self.config.schema_.timestamp
         frame = _read_frame(data, uri)
         if ts_col not in frame.columns:
-            raise CatalogError(f"batch {uri} has no timestamp column {ts_col!r}")
-        timestamps = _to_utc(frame[ts_col]).dropna()
-        if timestamps.empty:
-            raise CatalogError(f"batch {uri} has no rows with a timestamp in {ts_col!r}")
-        return timestamps.min().isoformat(), timestamps.max().isoformat(), len(frame)
+            raise CatalogError(f"batch {batch_id} has no timestamp column {ts_col!r}")
+        raw = frame[ts_col]
+        if not pd.api.types.is_datetime64_any_dtype(raw):
+            raise CatalogError(
+                f"batch {batch_id}: column {ts_col!r} holds {raw.dtype} values, not timestamps (land a Parquet "
+                "timestamp column; text with mixed or missing UTC offsets cannot be placed in time unambiguously)"
+            )
+        if getattr(raw.dt, "tz", None) is None and self.config.schema_.naive_timezone is None:
+            raise CatalogError(
+                f"batch {batch_id}: timestamps in {ts_col!r} have no time zone; land them with one, or set "
+                "schema.naive_timezone to the zone they are in (e.g. UTC)"
+            )
+        timestamps = _to_utc(raw, self.config.schema_.naive_timezone)
+        missing = int(timestamps.isna().sum())
+        if missing:
+            raise CatalogError(f"batch {batch_id}: {missing} of {len(frame)} rows have no timestamp in {ts_col!r}")
+        newest, oldest = timestamps.max(), timestamps.min()
+        now = datetime.now(UTC)
+        if newest > now + _FUTURE_TOLERANCE:
+            late = int((timestamps > now + _FUTURE_TOLERANCE).sum())
+            raise CatalogError(
+                f"batch {batch_id}: {late} of {len(frame)} rows have timestamps in the future (newest "
+                f"{newest.isoformat()}, now {now.isoformat(timespec='seconds')}): no cycle would ever be due to "
+                "train on them"
+            )
+        period = self.config.data.period_days
+        if period is not None:
+            self._check_period(timestamps, batch_id, timedelta(days=period))
+        return oldest.isoformat(), newest.isoformat(), len(frame)
 
-    def pending(self, cutoff: datetime) -> list[BatchRecord]:
-        """Batches landed but not yet validated whose period ended by ``cutoff``, oldest first."""
-        cutoff = _parse_ts(cutoff)
+    def _check_period(self, timestamps: pd.Series, batch_id: str, period: timedelta) -> None:
+        """Rows must lie in the batch's period: from its id's date (an ISO date) for ``period``, else span it."""
+        import pandas as pd
+
+        try:
+            start = pd.Timestamp(datetime.fromisoformat(batch_id[:10]).date(), tz="UTC")
+        except ValueError:
+            span = timestamps.max() - timestamps.min()
+            if span > period:
+                raise CatalogError(
+                    f"batch {batch_id}: its timestamps span {span}, more than data.period_days ({period.days} "
+                    "days): rows from another period are in it"
+                ) from None
+            return
+        outside = (timestamps < start) | (timestamps >= start + period)
+        if outside.any():
+            example = timestamps[outside].iloc[0]
+            raise CatalogError(
+                f"batch {batch_id}: {int(outside.sum())} of {len(timestamps)} rows lie outside the batch's period "
+                f"[{start.isoformat()}, {(start + period).isoformat()}) (its id's date and data.period_days), "
+                f"e.g. {example.isoformat()}"
+            )
+
+    def landed(self) -> list[BatchRecord]:
+        """Batches registered but not yet validated, oldest period first."""
         self._ensure_index()
         records = []
         for batch_id in storage.list_names(storage.join(self.records, "_landed")):
             record = self._find(batch_id)
-            if record is not None and record.status is BatchStatus.LANDED and record.period_end_ts <= cutoff:
+            if record is not None and record.status is BatchStatus.LANDED:
                 records.append(record)
         return sorted(records, key=lambda r: (r.period_end_ts, r.batch_id))
+
+    def pending(self, cutoff: datetime) -> list[BatchRecord]:
+        """Batches landed but not yet validated whose period ended by ``cutoff``, oldest first."""
+        cutoff = _parse_ts(cutoff)
+        return [r for r in self.landed() if r.period_end_ts <= cutoff]
 
     # -- validation outcomes ------------------------------------------------------------------------------
     def accept(self, batch_id: str, validation: dict[str, Any]) -> BatchRecord:
@@ -382,7 +560,7 @@ class Catalog:
         record = self.get(batch_id)
         folder = storage.join(self.quarantine, batch_id)
         if record.status is not BatchStatus.QUARANTINED and storage.exists(record.uri):
-            current = storage.sha256_bytes(storage.read_bytes(record.uri))
+            current = storage.sha256_of(record.uri)
             if current != record.sha256:
                 # Still quarantined (never dropped), but the report says the file is not what landed.
                 report = {**report, "content_changed_since_landing": True, "sha256_now": current}
@@ -406,6 +584,36 @@ class Catalog:
             )
 
         return self._update(batch_id, change)
+
+    def evict(self, batch_id: str, reason: str, by: str) -> BatchRecord:
+        """Quarantine a batch that passed validation (or awaits it): bad data that the checks let through.
+
+        The file moves into quarantine beside a report saying who evicted it, when and why; the record keeps
+        its hash and labels, so nothing is lost and the eviction shows wherever the batch does. Later windows
+        no longer hold it.
+
+        Raises:
+            CatalogError: The batch is unknown or in quarantine already.
+        """
+        if not reason.strip():
+            raise CatalogError(f"evicting batch {batch_id} needs a reason")
+        record = self.get(batch_id)
+        if record.status is BatchStatus.QUARANTINED:
+            raise CatalogError(
+                f"batch {batch_id} is in quarantine already: {record.validation.get('summary', '')}"
+            )
+        report = {
+            "batch_id": batch_id,
+            "success": False,
+            "evicted": True,
+            "previous_status": record.status.value,
+            "previous_validation": record.validation,
+            "reason": reason,
+            "evicted_by": by,
+            "evicted_at": _now(),
+            "summary": f"batch {batch_id} evicted by {by}: {reason}",
+        }
+        return self.quarantine_batch(batch_id, report)
 
     # -- late labels --------------------------------------------------------------------------------------
     def land_labels(self, batch_id: str, labels: pd.DataFrame) -> str:
@@ -490,6 +698,7 @@ class Catalog:
         target, id_column = self.config.schema_.target, self.config.schema_.id
         if target not in labels.columns:
             raise CatalogError(f"labels of batch {batch_id} have no target column {target!r}")
+        labels = labels.assign(**{target: self._label_values(labels[target], batch_id)})
         if id_column is None:
             if len(labels) != len(batch):
                 raise CatalogError(
@@ -505,6 +714,40 @@ class Catalog:
         if unknown:
             raise CatalogError(f"labels of batch {batch_id}: {len(unknown)} id(s) are not in the batch")
         return batch[id_column].map(labels.set_index(id_column)[target])
+
+    def _label_values(self, values: pd.Series, batch_id: str) -> pd.Series:
+        """The target values of a label file as numbers, after checking training can use every one.
+
+        Raises:
+            CatalogError: A value is not a number, is infinite, or is not 0 or 1 for binary classification.
+        """
+        import numpy as np
+        import pandas as pd
+
+        from retrainer.config import Task
+
+        target = self.config.schema_.target
+        numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_bool_dtype(values) else values
+        unreadable = values.notna() & numbers.isna()
+        if unreadable.any():
+            examples = ", ".join(map(repr, values[unreadable].astype(str).unique()[:3]))
+            raise CatalogError(
+                f"labels of batch {batch_id}: {int(unreadable.sum())} value(s) of {target!r} are not numbers "
+                f"(e.g. {examples})"
+            )
+        numbers = numbers.astype("float64")
+        if np.isinf(numbers).any():
+            raise CatalogError(
+                f"labels of batch {batch_id}: {int(np.isinf(numbers).sum())} value(s) of {target!r} are infinite"
+            )
+        if self.config.task is Task.BINARY_CLASSIFICATION:
+            other = numbers.notna() & ~numbers.isin([0.0, 1.0])
+            if other.any():
+                raise CatalogError(
+                    f"labels of batch {batch_id}: {int(other.sum())} value(s) of {target!r} are not 0 or 1 "
+                    f"(e.g. {numbers[other].iloc[0]!r}): the task is binary classification"
+                )
+        return numbers
 
     def _late_labels(self, frame: pd.DataFrame, record: BatchRecord) -> pd.Series:
         """A batch's late labels aligned to its rows, after checking the file still has its recorded hash."""
@@ -606,7 +849,7 @@ class Catalog:
             frames.append(frame)
         frame = pd.concat(frames, ignore_index=True)
         ts_col = self.config.schema_.timestamp
-        frame[ts_col] = _to_utc(frame[ts_col])
+        frame[ts_col] = _to_utc(frame[ts_col], self.config.schema_.naive_timezone)
         return frame
 
 
@@ -628,7 +871,10 @@ def _read_frame(data: bytes, uri: str) -> pd.DataFrame:
     return frame
 
 
-def _to_utc(series: pd.Series) -> pd.Series:
+def _to_utc(series: pd.Series, naive_timezone: str | None = None) -> pd.Series:
+    """Timestamps in UTC; naive ones are read in ``naive_timezone`` (ingest refuses them without one)."""
     import pandas as pd
 
+    if naive_timezone is not None and pd.api.types.is_datetime64_any_dtype(series) and series.dt.tz is None:
+        series = series.dt.tz_localize(naive_timezone, ambiguous="NaT", nonexistent="NaT")
     return pd.to_datetime(series, utc=True, errors="coerce")

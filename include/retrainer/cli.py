@@ -104,8 +104,11 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 @app.command("check-config")
 def check_config(config: ConfigOption) -> None:
-    """Validate a project file and show what it resolves to."""
+    """Validate a project file (the estimator's parameters too) and show what it resolves to."""
+    from retrainer.modeling import make_estimator
+
     project = _load(config)
+    _run(make_estimator, project)
     _emit(project.model_dump(mode="json", by_alias=True))
 
 
@@ -323,6 +326,24 @@ def rollback(
 
     who = by or f"{getpass.getuser()} on {socket.gethostname()} (retrainer rollback)"
     _emit(_run(steps.rollback, _load(config), _tracking(), to_version, reason, by=who))
+
+
+@app.command()
+def quarantine(
+    config: ConfigOption,
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Id of the batch to evict.")],
+    reason: Annotated[str, typer.Option(help="Why: kept in the quarantine report and the eviction record.")],
+    by: Annotated[str | None, typer.Option(help="Who evicts it (default: this user on this host).")] = None,
+) -> None:
+    """Evict a batch that passed validation into quarantine (bad data the checks let through), with the
+    reason; later cycles no longer train on it. Nothing is deleted."""
+    import getpass
+    import socket
+
+    from retrainer import steps
+
+    who = by or f"{getpass.getuser()} on {socket.gethostname()} (retrainer quarantine)"
+    _emit(_run(steps.evict, _load(config), _tracking(), batch, reason, who))
 
 
 @app.command()

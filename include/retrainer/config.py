@@ -74,11 +74,18 @@ class DataConfig(_Strict):
         root_uri: Local folder or ``s3://bucket/prefix``. Below it: ``landing/`` (new batches are dropped here),
             ``quarantine/`` (batches that failed validation, with their reports), ``catalog/`` (one JSON
             record per batch: hash, rows, period, status) and ``reports/`` (drift reports, cycle records).
-        file_pattern: Glob of batch files inside ``landing/``.
+        file_pattern: Glob of batch files inside ``landing/`` (matched in any letter case). Other files are
+            left in place and logged, never read.
+        period_days: The period each batch covers, from the date its id starts with (``2024-01-01``): rows
+            outside it are refused at ingest. For ids that are not dates, the longest span a batch may cover.
+            None: any span.
+        max_file_mb: Batch files larger than this are quarantined at ingest without being read.
     """
 
     root_uri: str
     file_pattern: str = "*.parquet"
+    period_days: float | None = Field(default=None, gt=0)
+    max_file_mb: float = Field(default=2048.0, gt=0)
 
     @field_validator("root_uri")
     @classmethod
@@ -99,6 +106,21 @@ class SchemaConfig(_Strict):
     target: str
     timestamp: str
     id: str | None = None
+    # The zone naive timestamps are in; without it a batch with naive timestamps is refused, never guessed.
+    naive_timezone: str | None = None
+
+    @field_validator("naive_timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'UTC' or 'America/New_York'") from None
+        return value
 
     @model_validator(mode="after")
     def _roles_are_columns(self) -> SchemaConfig:
@@ -477,9 +499,15 @@ class TrainingConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    """The Great Expectations suite every new batch must pass."""
+    """What every new batch must pass: the Great Expectations suite, then the platform's own checks.
+
+    The platform's checks refuse what training cannot take whatever the suite says: missing columns, text in
+    numeric columns, infinite values, repeated ids (``schema.id``), and more than ``max_duplicate_rows`` (a
+    share of the batch) rows that repeat another row exactly.
+    """
 
     suite: str
+    max_duplicate_rows: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
 class NotificationsConfig(_Strict):

@@ -141,7 +141,7 @@ def make_estimator(config: ProjectConfig, overrides: dict[str, Any] | None = Non
     """Instantiate the configured estimator with its parameters and seed.
 
     Raises:
-        ModelingError: The class cannot be imported or rejects a parameter.
+        ModelingError: The class cannot be imported, has no such parameter, or a value is out of its range.
     """
     cls = _import(config.estimator_class)
     params = {**config.estimator.params, **(overrides or {})}
@@ -149,10 +149,80 @@ def make_estimator(config: ProjectConfig, overrides: dict[str, Any] | None = Non
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     if "random_state" in accepted or takes_kwargs:
         params.setdefault("random_state", config.estimator.seed)
+    if not takes_kwargs or cls.__module__.startswith("xgboost"):
+        known = set(accepted) | (_xgboost_params() if cls.__module__.startswith("xgboost") else set())
+        unknown = sorted(set(params) - known - {"self"})
+        if unknown:
+            raise ModelingError(
+                f"estimator {config.estimator_class} has no parameter {', '.join(map(repr, unknown))} "
+                "(estimator.params)"
+            )
     try:
-        return cls(**params)
+        estimator = cls(**params)
     except TypeError as error:
         raise ModelingError(f"estimator {config.estimator_class} rejects its params: {error}") from None
+    _check_params(estimator, params, config.estimator_class)
+    return estimator
+
+
+# xgboost validates its parameters only when it trains, and some not at all (n_estimators: -5 trains no tree):
+# the ranges of its documented numeric parameters, as (lowest, lowest allowed, highest).
+_XGBOOST_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "n_estimators": (1, True, None),
+    "max_depth": (0, True, None),
+    "max_leaves": (0, True, None),
+    "max_bin": (2, True, None),
+    "learning_rate": (0, False, None),
+    "gamma": (0, True, None),
+    "min_child_weight": (0, True, None),
+    "max_delta_step": (0, True, None),
+    "subsample": (0, False, 1),
+    "colsample_bytree": (0, False, 1),
+    "colsample_bylevel": (0, False, 1),
+    "colsample_bynode": (0, False, 1),
+    "reg_alpha": (0, True, None),
+    "reg_lambda": (0, True, None),
+    "scale_pos_weight": (0, False, None),
+    "num_parallel_tree": (1, True, None),
+}
+_XGBOOST_INTEGERS = {"n_estimators", "max_depth", "max_leaves", "max_bin", "num_parallel_tree", "n_jobs"}
+
+
+def _xgboost_params() -> set[str]:
+    from xgboost import XGBModel
+
+    return set(inspect.signature(XGBModel.__init__).parameters) - {"kwargs"}
+
+
+def _check_params(estimator: Any, params: dict[str, Any], class_path: str) -> None:
+    """Refuse parameter values the estimator would train a useless model with (or fail on much later).
+
+    Raises:
+        ModelingError: Naming the parameter, its value and what it must be.
+    """
+    if type(estimator).__module__.startswith("xgboost"):
+        for name, value in params.items():
+            if value is None or (name not in _XGBOOST_RANGES and name not in _XGBOOST_INTEGERS):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ModelingError(f"estimator.params.{name} of {class_path} must be a number, got {value!r}")
+            if name in _XGBOOST_INTEGERS and not float(value).is_integer():
+                raise ModelingError(
+                    f"estimator.params.{name} of {class_path} must be a whole number, got {value!r}"
+                )
+            if name not in _XGBOOST_RANGES:
+                continue
+            low, inclusive, high = _XGBOOST_RANGES[name]
+            if value < low or (value == low and not inclusive) or (high is not None and value > high):
+                bounds = f"{'≥' if inclusive else '>'} {low}" + (f" and ≤ {high}" if high is not None else "")
+                raise ModelingError(f"estimator.params.{name} of {class_path} must be {bounds}, got {value!r}")
+        return
+    validate = getattr(estimator, "_validate_params", None)  # scikit-learn's own parameter constraints
+    if validate is not None and getattr(estimator, "_parameter_constraints", None) is not None:
+        try:
+            validate()
+        except ValueError as error:
+            raise ModelingError(f"estimator.params of {class_path}: {error}") from None
 
 
 def build_pipeline(config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:

@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -59,6 +60,30 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_CHUNK = 8 * 1024 * 1024
+
+
+def sha256_of(uri: str) -> str:
+    """Hex SHA-256 of a file or object, read in chunks (memory stays bounded whatever its size).
+
+    Raises:
+        StorageError: It does not exist or cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        if not is_s3(uri):
+            with Path(uri).open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+        else:
+            bucket, key = _split_s3(uri)
+            for chunk in _s3_client().get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(_CHUNK):
+                digest.update(chunk)
+    except Exception as error:
+        raise StorageError(f"cannot read {uri}: {error}") from error
+    return digest.hexdigest()
+
+
 def exists(uri: str) -> bool:
     """Whether a file or object exists."""
     if not is_s3(uri):
@@ -73,6 +98,21 @@ def exists(uri: str) -> bool:
             return False
         raise StorageError(f"cannot check {uri}: {error}") from error
     return True
+
+
+def size(uri: str) -> int:
+    """Size of a file or object in bytes, without reading it.
+
+    Raises:
+        StorageError: It does not exist or cannot be reached.
+    """
+    try:
+        if not is_s3(uri):
+            return Path(uri).stat().st_size
+        bucket, key = _split_s3(uri)
+        return int(_s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except Exception as error:
+        raise StorageError(f"cannot read the size of {uri}: {error}") from error
 
 
 def read_bytes(uri: str) -> bytes:
@@ -274,10 +314,11 @@ def list_names(prefix: str, *, start_after: str | None = None, limit: int | None
         arguments["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def list_files(prefix: str, pattern: str = "*") -> list[str]:
+def list_files(prefix: str, pattern: str = "*", *, hidden: bool = False) -> list[str]:
     """Files directly under a folder or S3 prefix whose name matches a glob, sorted by name.
 
-    Local names starting with a dot (temporary files of atomic writes, lock files) are never listed.
+    Local names starting with a dot (temporary files of atomic writes, lock files) are listed only with
+    ``hidden``; the glob is matched case-sensitively, as the file system would.
     """
     if not is_s3(prefix):
         folder = Path(prefix)
@@ -286,7 +327,7 @@ def list_files(prefix: str, pattern: str = "*") -> list[str]:
         return sorted(
             str(p)
             for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and fnmatch.fnmatch(p.name, pattern)
+            if p.is_file() and (hidden or not p.name.startswith(".")) and fnmatch.fnmatchcase(p.name, pattern)
         )
     bucket, key = _split_s3(prefix)
     key = key.rstrip("/") + "/" if key else ""
@@ -295,7 +336,7 @@ def list_files(prefix: str, pattern: str = "*") -> list[str]:
     for page in paginator.paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
         for item in page.get("Contents", []):
             name = item["Key"][len(key) :]
-            if name and fnmatch.fnmatch(name, pattern):
+            if name and fnmatch.fnmatchcase(name, pattern):
                 names.append(f"s3://{bucket}/{item['Key']}")
     return sorted(names)
 
@@ -308,6 +349,9 @@ def move(src: str, dst: str) -> None:
     """
     if src == dst:
         raise StorageError(f"cannot move {src} onto itself")
+    if not is_s3(src) and not is_s3(dst):
+        _move_local(Path(src), Path(dst))
+        return
     data = read_bytes(src)
     write_bytes(dst, data, overwrite=False)
     if sha256_bytes(read_bytes(dst)) != sha256_bytes(data):
@@ -317,6 +361,25 @@ def move(src: str, dst: str) -> None:
         _s3_client().delete_object(Bucket=bucket, Key=key)
     else:
         Path(src).unlink()
+
+
+def _move_local(src: Path, dst: Path) -> None:
+    """:func:`move` between local paths, copying in chunks (a file of any size moves in bounded memory)."""
+    expected = sha256_of(str(src))
+    if dst.exists():
+        if sha256_of(str(dst)) != expected:
+            raise StorageError(f"{dst} already exists with different content; batches are immutable")
+    else:
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _write_temporary(dst, b"")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except Exception as error:
+            raise StorageError(f"cannot write {dst}: {error}") from error
+        if sha256_of(str(dst)) != expected:
+            raise StorageError(f"copy of {src} at {dst} does not match; the source was kept")
+    src.unlink()
 
 
 def read_parquet(uri: str) -> pd.DataFrame:

@@ -64,13 +64,32 @@ def test_register_new_returns_oldest_period_first(project: Any, synth: SimpleNam
     assert [r.batch_id for r in project.catalog.register_new()] == ["b_old", "a_new"]
 
 
-def test_naive_timestamps_are_taken_as_utc(project: Any, synth: SimpleNamespace) -> None:
+def test_naive_timestamps_are_refused_unless_the_project_names_their_zone(
+    project: Any, synth: SimpleNamespace, tmp_path: Any
+) -> None:
+    import dataclasses
+
     frame = synth.week(0, 20)
     frame["ts"] = frame["ts"].dt.tz_localize(None)
     project.catalog.land("naive", frame)
     (record,) = project.catalog.register_new()
-    assert record.period_end_ts.utcoffset().total_seconds() == 0
-    assert record.period_end_ts == frame["ts"].max().tz_localize("UTC")
+    assert record.status is BatchStatus.QUARANTINED
+    assert (
+        "have no time zone" in record.validation["error"] and "schema.naive_timezone" in record.validation["error"]
+    )
+    zoned = dataclasses.replace(
+        project,
+        config=project.config.model_copy(
+            update={
+                "schema_": project.config.schema_.model_copy(update={"naive_timezone": "America/New_York"}),
+                "data": project.config.data.model_copy(update={"root_uri": str(tmp_path / "zoned")}),
+            }
+        ),
+    )
+    zoned.catalog.land("naive", frame)
+    (record,) = zoned.catalog.register_new()
+    assert record.status is BatchStatus.LANDED
+    assert record.period_end_ts == frame["ts"].max().tz_localize("America/New_York")
 
 
 def test_land_refuses_other_content_under_an_existing_batch_id(project: Any, synth: SimpleNamespace) -> None:
@@ -205,7 +224,7 @@ def test_unreadable_files_are_quarantined_on_registration_and_good_ones_still_re
         "garbage": "is not a readable Parquet file",
         "empty": "has no rows",
         "no_ts": "has no timestamp column 'ts'",
-        "null_ts": "has no rows with a timestamp",
+        "null_ts": "holds object values, not timestamps",
     }
     for batch, error in expected_errors.items():
         record = records[batch]

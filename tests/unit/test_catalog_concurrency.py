@@ -40,7 +40,7 @@ def test_a_late_registration_cannot_turn_an_accepted_batch_back(
     monkeypatch.setattr(
         storage,
         "list_files",
-        lambda prefix, pattern="*": stale if prefix == records_folder else real_list(prefix, pattern),
+        lambda prefix, pattern="*", **kw: stale if prefix == records_folder else real_list(prefix, pattern, **kw),
     )
     assert Catalog(project.config).register_new() == []  # it believes the batch is new, but loses the create
     monkeypatch.undo()

@@ -26,6 +26,7 @@ from retrainer.steps.concept import ConceptCheck, ConceptDriftResult, concept_dr
 from retrainer.steps.cycle import run_cycle
 from retrainer.steps.data_drift import DriftOutcome, drift
 from retrainer.steps.evaluation import Evaluation, evaluate
+from retrainer.steps.eviction import Eviction, evict
 from retrainer.steps.gating import GateOutcome, gate_alerts
 from retrainer.steps.ingestion import IngestResult, ingest
 from retrainer.steps.records import (
@@ -64,6 +65,7 @@ __all__ = [
     "DecisionRecord",
     "DriftOutcome",
     "Evaluation",
+    "Eviction",
     "GateOutcome",
     "IngestResult",
     "NothingToTrainError",
@@ -84,6 +86,7 @@ __all__ = [
     "drift",
     "error_of",
     "evaluate",
+    "evict",
     "gate_alerts",
     "ingest",
     "load_model",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrainer import storage
+from retrainer.batch_checks import check_batch
 from retrainer.catalog import BatchStatus, Catalog, CatalogError
 from retrainer.steps.common import BatchRejectedError, StepResult
 
@@ -44,9 +45,10 @@ def validate(
 ) -> ValidationResult:
     """Validate batches with the project's Great Expectations suite; fail closed.
 
-    Every batch is validated. Passing batches are accepted; failing ones, and batches whose file changed or
-    vanished since it landed, are moved to quarantine with a report. If any failed (or ingest quarantined
-    unreadable files, ``quarantined_on_arrival``), :class:`BatchRejectedError` is raised after all were
+    Every batch is validated, by its suite and by the platform's own checks (:mod:`retrainer.batch_checks`: what
+    training cannot take whatever the suite says). Passing batches are accepted; failing ones, and batches whose
+    file changed or vanished since it landed, are moved to quarantine with a report. If any failed (or ingest
+    quarantined unreadable files, ``quarantined_on_arrival``), :class:`BatchRejectedError` is raised after all were
     handled, naming what failed, so that the cycle stops before training and the champion is untouched.
     Storage errors (e.g. S3 unreachable) propagate: they are transient, and the task retries.
 
@@ -86,14 +88,22 @@ def validate(
         outcome = validate_frame(
             frame, config.validation.suite, batch_id, context_root, build_docs, results_root=results_root(config)
         )
+        problems = check_batch(frame, config)
         docs = outcome.data_docs or docs
-        summaries[batch_id] = outcome.summary_line()
-        details = {"success": outcome.success, "summary": outcome.summary_line(), "data_docs": outcome.data_docs}
-        if outcome.success:
+        summary = outcome.summary_line()
+        if problems:
+            summary = (
+                f"batch {batch_id} FAILED the platform's checks: {'; '.join(p.message for p in problems)} "
+                f"(and {'passed' if outcome.success else 'failed'} its suite: {summary})"
+            )
+        summaries[batch_id] = summary
+        details = {"success": outcome.success and not problems, "summary": summary, "data_docs": outcome.data_docs}
+        if details["success"]:
             catalog.accept(batch_id, details)
             accepted.append(batch_id)
         else:
-            catalog.quarantine_batch(batch_id, {**details, **outcome.to_dict()})
+            report = {**outcome.to_dict(), **details, "checks": [p.to_dict() for p in problems]}
+            catalog.quarantine_batch(batch_id, report)
             rejected.append(batch_id)
     if rejected:
         lines = "; ".join(summaries[b] for b in rejected)
