@@ -387,6 +387,8 @@ class Catalog:
                 outcome.rejected.append((storage.basename(uri), reason))
             return None
         twin = self.by_content(sha256)
+        if twin is not None and twin.batch_id == batch_id:
+            return None  # another process registered this very file since it was read: left to it
         if twin is not None:
             reason = (
                 f"{storage.basename(uri)}: same content as batch {twin.batch_id} ({twin.status.value}, sha256 "
