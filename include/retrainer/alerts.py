@@ -248,9 +248,13 @@ def announce_new_files(
     so the markers stay as few as the files waiting. ``known`` is the catalog folder for batches (``<id>.json``
     per registered batch): a file there is not new. Folders are local paths or S3 prefixes.
     """
+    import fnmatch
+
     from retrainer import storage
 
-    present = {storage.basename(uri).rsplit(".", 1)[0] for uri in storage.list_files(folder, pattern)}
+    # In any letter case, as ingest matches them (a `.PARQUET` file is a batch too).
+    names = [storage.basename(uri) for uri in storage.list_files(folder)]
+    present = {name.rsplit(".", 1)[0] for name in names if fnmatch.fnmatchcase(name.lower(), pattern.lower())}
     markers = set(storage.list_names(announced))
     for file_id in sorted(markers - present):
         storage.delete(storage.join(announced, file_id))

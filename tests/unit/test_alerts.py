@@ -172,7 +172,7 @@ def test_new_landings_are_announced_once_and_known_batches_never(tmp_path: Path,
     storage.write_bytes(storage.join(catalog, "a.json"), b"{}")  # already registered
     assert alerts.announce_new_files(landing, announced, known=catalog) == ["b"]
     assert alerts.announce_new_files(landing, announced, known=catalog) == []
-    storage.write_bytes(storage.join(landing, "c.parquet"), b"x")
+    storage.write_bytes(storage.join(landing, "c.PARQUET"), b"x")  # any letter case, as ingest matches
     assert alerts.announce_new_files(landing, announced, known=catalog) == ["c"]
     # A registered batch moves on to batches/: its marker goes too, so markers stay as few as waiting files.
     storage.delete(storage.join(landing, "b.parquet"))
