@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,17 +86,25 @@ def untrained_batches(
 def _trained_on(client: Any, experiment_id: str, batch_id: str) -> bool:
     """Whether a finished candidate run of the experiment has ``batch_id`` in its window."""
     # A trainer killed mid-run (e.g. for memory) leaves a run that never finished: its batches are new.
-    query = f"tags.`{TAG}kind` = 'candidate' and attributes.status = 'FINISHED'"
+    return next(candidate_runs_trained_on(client, experiment_id, batch_id, finished_only=True), None) is not None
+
+
+def candidate_runs_trained_on(
+    client: Any, experiment_id: str, batch_id: str, *, finished_only: bool = False
+) -> Iterator[Any]:
+    """Candidate runs of the experiment whose training window holds ``batch_id``, a page at a time."""
+    query = f"tags.`{TAG}kind` = 'candidate'"
+    if finished_only:
+        query += " and attributes.status = 'FINISHED'"
     if "'" not in batch_id:  # LIKE narrows the search; '_' and '%' in ids are wildcards, so check each hit
         query += f" and tags.`{TAG}window` LIKE '%\"{batch_id}\"%'"
     page_token = None
     while True:
         runs = client.search_runs([experiment_id], filter_string=query, max_results=50, page_token=page_token)
-        if any(batch_id in json.loads(run.data.tags.get(f"{TAG}window", "[]")) for run in runs):
-            return True
+        yield from (run for run in runs if batch_id in json.loads(run.data.tags.get(f"{TAG}window", "[]")))
         page_token = runs.token
         if not page_token:
-            return False
+            return
 
 
 def _pip_requirements(config: ProjectConfig) -> list[str]:

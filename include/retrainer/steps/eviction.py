@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from retrainer import storage
 from retrainer.catalog import Catalog
-from retrainer.steps.common import TAG, StepResult, champion_version, safe_id
+from retrainer.steps.candidate import candidate_runs_trained_on
+from retrainer.steps.common import StepResult, champion_version, safe_id
 from retrainer.tracking import registry_missing
 
 if TYPE_CHECKING:
@@ -63,7 +64,6 @@ def evict(config: ProjectConfig, tracking: Tracking, batch_id: str, reason: str,
         client = tracking.client()
         trained = _versions_trained_on(client, config, batch_id)
         champion = champion_version(client, config)
-    evicted_at = str(record.validation.get("evicted_at") or datetime.now(UTC).isoformat(timespec="seconds"))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     record_uri = storage.join(catalog.reports, "evictions", f"{stamp}-{safe_id(batch_id)}.json")
     eviction = Eviction(
@@ -71,7 +71,7 @@ def evict(config: ProjectConfig, tracking: Tracking, batch_id: str, reason: str,
         previous_status=before.status.value,
         reason=reason,
         evicted_by=by,
-        evicted_at=evicted_at,
+        evicted_at=str(record.validation["evicted_at"]),
         quarantine_uri=record.uri,
         report_uri=str(record.validation["report_uri"]),
         trained_into=trained,
@@ -96,17 +96,7 @@ def _versions_trained_on(client: MlflowClient, config: ProjectConfig, batch_id: 
     experiment = client.get_experiment_by_name(config.name)
     if experiment is None:
         return []
-    runs = set()
-    query = f"tags.`{TAG}kind` = 'candidate'"
-    page_token = None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id], filter_string=query, max_results=200, page_token=page_token
-        )
-        runs |= {r.info.run_id for r in page if batch_id in json.loads(r.data.tags.get(f"{TAG}window", "[]"))}
-        page_token = page.token
-        if not page_token:
-            break
+    runs = {run.info.run_id for run in candidate_runs_trained_on(client, experiment.experiment_id, batch_id)}
     if not runs:
         return []
     try:
