@@ -75,7 +75,8 @@ Params for manual runs: `force` (retrain without new data), `dry_run` (decide, r
 """
 
 TRAIN_DOC = """Runs the planned `retrainer train` command on the project's `training.backend`. A failure shows the
-trainer's exit code (137: killed for memory) and its last log lines; no model version is registered."""
+trainer's exit code (137: killed for memory) and its last log lines; no model version is registered. A trainer
+killed for memory at its limit is not retried (it would die the same way): raise `training.memory`."""
 
 # The cycle's steps whose results `record` collects: task id -> field of the cycle record.
 STEP_TASKS = {

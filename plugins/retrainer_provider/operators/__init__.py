@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from retrainer.config import ProjectConfig, TrainingBackend
 
@@ -56,7 +56,9 @@ def _local_root(project: ProjectConfig) -> str | None:
     return None if "://" in root else root
 
 
-def trainer_failed(log: logging.Logger, launch: Any, tracking: Any, message: str) -> AirflowException:
+def trainer_failed(
+    log: logging.Logger, launch: Any, tracking: Any, message: str, *, retryable: bool = True
+) -> AirflowException:
     """The task's error for a trainer that died, once the candidate run it left unfinished is closed as KILLED.
 
     Args:
@@ -64,6 +66,8 @@ def trainer_failed(log: logging.Logger, launch: Any, tracking: Any, message: str
         launch: The ``TrainerLaunch`` that failed.
         tracking: The MLflow server (``retrainer.tracking.Tracking``) the trainer logged to.
         message: Why it failed (exit code, last lines), also recorded on the closed run.
+        retryable: False when a retry would fail the same way (killed for memory at the configured limit):
+            the task then fails at once instead of spending its retries.
     """
     from retrainer.training import close_abandoned_runs
 
@@ -73,4 +77,6 @@ def trainer_failed(log: logging.Logger, launch: Any, tracking: Any, message: str
             log.warning("closed the unfinished candidate run(s) %s as KILLED", ", ".join(closed))
     except Exception as error:  # the trainer's failure matters more than this clean-up
         log.warning("could not close the unfinished candidate runs: %s", error)
+    if not retryable:
+        return AirflowFailException(f"{message}\n(not retried: the same limit would stop it again)")
     return AirflowException(message)

@@ -200,11 +200,12 @@ class TrainerDockerOperator(DockerOperator):
         from retrainer_provider.operators import trainer_failed
 
         state = self.cli.final_state
+        oom_killed = bool(state.get("OOMKilled"))
         message = failure_message(
             state.get("ExitCode"),
             logs,
             where=f"container {self.image}",
-            oom_killed=bool(state.get("OOMKilled")),
+            oom_killed=oom_killed,
             memory=self.training.memory,
         )
-        return trainer_failed(self.log, launch, tracking, message)
+        return trainer_failed(self.log, launch, tracking, message, retryable=not oom_killed)

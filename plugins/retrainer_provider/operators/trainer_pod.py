@@ -113,7 +113,10 @@ class TrainerPodOperator(KubernetesPodOperator):
         try:
             output = super().execute(context)
         except AirflowException as error:
-            raise trainer_failed(self.log, launch, tracking, self._failure(error)) from None
+            oom_killed = self.trainer_ended is not None and self.trainer_ended.reason == "OOMKilled"
+            raise trainer_failed(
+                self.log, launch, tracking, self._failure(error), retryable=not oom_killed
+            ) from None
         result = read_result(output, f"{POD_RESULT_PATH} of the pod")
         if self.trainer_image_id:
             try:
