@@ -24,6 +24,9 @@ pytestmark = pytest.mark.usefixtures("module_mlflow")
 
 TAG = steps.TAG
 
+# The serving check (a fresh process per model, seconds each) has its own tests: shadow mode needs none.
+NO_SERVING = {"serving": {"enabled": False}}
+
 
 def _tracking() -> Tracking:
     return Tracking.from_env()
@@ -98,7 +101,7 @@ def test_a_challenger_that_wins_its_batches_becomes_champion_and_every_move_is_i
     import mlflow
 
     project = synthetic_project(
-        "shadowed", promotion={"mode": "shadow", "shadow": {"wins": 2, "min_rows": 50}}, window=2
+        "shadowed", promotion={**NO_SERVING, "mode": "shadow", "shadow": {"wins": 2, "min_rows": 50}}, window=2
     )
     project.land_and_accept(range(2))
     config, cutoff = project.config, synth.cutoff_after(1)
@@ -168,7 +171,9 @@ def test_a_challenger_that_wins_its_batches_becomes_champion_and_every_move_is_i
 def test_a_challenger_that_loses_a_batch_is_retired_and_the_champion_stays(
     synthetic_project: Callable[..., Any], synth: SimpleNamespace
 ) -> None:
-    project = synthetic_project("retired", promotion={"mode": "shadow", "shadow": {"wins": 2, "min_rows": 50}})
+    project = synthetic_project(
+        "retired", promotion={**NO_SERVING, "mode": "shadow", "shadow": {"wins": 2, "min_rows": 50}}
+    )
     project.land_and_accept(range(2))
     config, cutoff = project.config, synth.cutoff_after(1)
     assert _cycle(config, cutoff, "first").promoted
@@ -195,7 +200,9 @@ def test_a_challenger_that_loses_a_batch_is_retired_and_the_champion_stays(
 def test_late_labels_of_the_challengers_window_are_evidence_once_they_arrive(
     synthetic_project: Callable[..., Any], synth: SimpleNamespace
 ) -> None:
-    project = synthetic_project("late", promotion={"mode": "shadow", "shadow": {"wins": 1, "min_rows": 50}})
+    project = synthetic_project(
+        "late", promotion={**NO_SERVING, "mode": "shadow", "shadow": {"wins": 1, "min_rows": 50}}
+    )
     project.land_and_accept(range(2))
     catalog = project.catalog
     week = synth.week(2, 200)
@@ -223,7 +230,7 @@ def test_cli_shadow_prints_the_outcome(synthetic_project: Callable[..., Any]) ->
 
     from retrainer.cli import app
 
-    project = synthetic_project("cli_shadow", promotion={"mode": "shadow"})
+    project = synthetic_project("cli_shadow", promotion={**NO_SERVING, "mode": "shadow"})
     result = CliRunner().invoke(app, ["shadow", "-c", str(project.path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["summary"] == "cli_shadow has no @challenger"

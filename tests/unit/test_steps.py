@@ -868,6 +868,9 @@ def test_with_approval_required_the_alias_moves_only_when_a_reviewer_approves(
         config, _tracking(), first.run_id, steps.Approval(approved=False, by="x", at=at)
     )
     assert again.approval.by == "alice" and again.promoted
+    # The serving check was shown in the request above; the rest is about the approval (each check costs seconds).
+    serving = config.promotion.serving.model_copy(update={"enabled": False})
+    config = config.model_copy(update={"promotion": config.promotion.model_copy(update={"serving": serving})})
     dry = steps.train(config, _tracking(), cutoff, "dry")
     steps.promote(config, _tracking(), dry.run_id, steps.evaluate(config, _tracking(), dry.run_id), dry_run=True)
     with pytest.raises(ValueError, match=r"not awaiting approval \(dry_run:"):

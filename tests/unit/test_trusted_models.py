@@ -37,7 +37,8 @@ def _tracking() -> Tracking:
 
 
 def _champion_project(synthetic_project: Callable[..., Any], synth: SimpleNamespace, name: str) -> Any:
-    project = synthetic_project(name)
+    # No serving check (a fresh process per model, tested on its own): these tests are about loading.
+    project = synthetic_project(name, promotion={"serving": {"enabled": False}})
     project.land_and_accept(range(2))
     cutoff = synth.cutoff_after(1)
     training = steps.train(project.config, _tracking(), cutoff, "first")
