@@ -25,6 +25,9 @@ pytestmark = pytest.mark.usefixtures("module_mlflow")
 
 TAG = steps.TAG
 
+# Tests of the alias (rollback, races, history) skip the serving check: a fresh process per model, tested above.
+NO_SERVING = {"serving": {"enabled": False}}
+
 
 def _tracking() -> Tracking:
     """The store the fixtures set up (steps are handed it explicitly)."""
@@ -396,7 +399,7 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
 def test_a_promotion_that_lost_the_race_is_recorded_as_superseded_and_registers_nothing(
     synthetic_project: Callable[..., Any], synth: SimpleNamespace
 ) -> None:
-    project = synthetic_project("moved")
+    project = synthetic_project("moved", promotion=NO_SERVING)
     project.land_and_accept(range(2))
     cutoff = synth.cutoff_after(1)
     a = steps.train(project.config, _tracking(), cutoff, "a")
@@ -420,7 +423,7 @@ def test_a_promotion_that_lost_the_race_is_recorded_as_superseded_and_registers_
 def test_rollback_moves_the_champion_back_and_tags_both_versions(
     synthetic_project: Callable[..., Any], synth: SimpleNamespace
 ) -> None:
-    project = synthetic_project("rollback")
+    project = synthetic_project("rollback", promotion=NO_SERVING)
     project.land_and_accept(range(2))
     cutoff = synth.cutoff_after(1)
     weak = _cycle(project.config, cutoff, "weak", max_train_rows=20)
@@ -776,7 +779,7 @@ def test_cli_history_lists_every_alias_move_and_says_which_version_served_when(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    project = synthetic_project("history")
+    project = synthetic_project("history", promotion=NO_SERVING)
     project.land_and_accept(range(2))
     cutoff = synth.cutoff_after(1)
     before = datetime.now(UTC) - timedelta(seconds=1)
