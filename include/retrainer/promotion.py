@@ -170,6 +170,7 @@ def decide(
     *,
     compatibility: Compatibility | None = None,
     slices: list[SliceComparison] | None = None,
+    champion_problem: str | None = None,
 ) -> Decision:
     """Apply the project's promotion rule.
 
@@ -181,6 +182,8 @@ def decide(
         comparisons: The paired comparisons of the metrics (at least the primary one when there is a champion).
         compatibility: The rows the candidate breaks (with a champion).
         slices: The per-slice comparisons (with a champion and slice columns).
+        champion_problem: Why the champion ``champion_version`` could not be scored (it cannot be loaded):
+            the candidate is then judged as a first model would be, on the floors only, and the reason says so.
 
     Raises:
         ValueError: The primary score is missing or not finite, or the primary comparison is missing.
@@ -213,11 +216,19 @@ def decide(
         problems.insert(0, f"{metric} {candidate:.4g} misses the floor ({_bound(higher)} {rule.floor:.4g})")
 
     if champion is None:
+        start = (
+            f"champion v{champion_version} cannot be loaded ({champion_problem}), so the candidate is judged on "
+            "the floors only: "
+            if champion_problem
+            else ""
+        )
         if problems:
-            reason = "no champion yet and " + "; ".join(problems)
+            reason = start + ("" if start else "no champion yet and ") + "; ".join(problems)
             return Decision(verdict=Verdict.REJECT, reason=reason, relative_improvement=None, **common)
-        reason = f"first model: {metric} {candidate:.4g}" + (
-            f" meets the floor {rule.floor:.4g}" if rule.floor is not None else ""
+        reason = (
+            start
+            + f"{'replacement' if start else 'first model'}: {metric} {candidate:.4g}"
+            + (f" meets the floor {rule.floor:.4g}" if rule.floor is not None else "")
         )
         met = [c.note for c in checks if c.note]
         return Decision(

@@ -97,6 +97,22 @@ def test_first_model_must_meet_the_floor_in_the_metric_direction(
         assert f"misses the floor ({bound} {floor:.4g})" in decision.reason
 
 
+def test_a_champion_that_cannot_be_loaded_leaves_the_candidate_judged_on_the_floor_saying_why(
+    project: Callable[..., ProjectConfig],
+) -> None:
+    config = project("rmse", floor=40.0)
+    problem = "models:/m/3 changed since it was trained (sha256 ab…, recorded cd…)"
+    good = decide(config, {"rmse": 39.0}, None, "3", champion_problem=problem)
+    assert good.promoted and good.champion_version == "3" and good.champion is None
+    assert good.reason == (
+        f"champion v3 cannot be loaded ({problem}), so the candidate is judged on the floors only: "
+        "replacement: rmse 39 meets the floor 40"
+    )
+    bad = decide(config, {"rmse": 41.0}, None, "3", champion_problem=problem)
+    assert not bad.promoted
+    assert bad.reason.endswith("judged on the floors only: rmse 41 misses the floor (at most 40)")
+
+
 def test_a_first_model_must_meet_the_secondary_floors_too(project: Callable[..., ProjectConfig]) -> None:
     config = project("rmse", secondary={"mae": {"floor": 10.0}, "r2": {"floor": 0.5}})
     good = decide(config, {"rmse": 12.0, "mae": 9.0, "r2": 0.7})

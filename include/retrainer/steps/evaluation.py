@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -10,10 +11,13 @@ from pydantic import Field
 from retrainer.catalog import Catalog
 from retrainer.comparison import Compatibility, MetricComparison, SliceComparison
 from retrainer.steps.common import TAG, StepResult, champion_version, load_model, parse_cutoff
+from retrainer.trusted_models import UntrustedModelError
 
 if TYPE_CHECKING:
     from retrainer.config import ProjectConfig
     from retrainer.tracking import Tracking
+
+log = logging.getLogger(__name__)
 
 
 class Evaluation(StepResult):
@@ -31,6 +35,8 @@ class Evaluation(StepResult):
             champion): each difference with its interval.
         compatibility: The held-out rows the candidate breaks (None without a champion).
         slices: The primary metric per slice of ``promotion.slices.columns`` (empty without a champion).
+        champion_problem: Why the champion could not be loaded (its artifact deleted, altered or not the
+            platform's own), None when it was scored. The candidate is then judged on the floors only.
     """
 
     metric: str
@@ -43,6 +49,7 @@ class Evaluation(StepResult):
     comparisons: dict[str, MetricComparison] = Field(default_factory=dict)
     compatibility: Compatibility | None = None
     slices: list[SliceComparison] = Field(default_factory=list)
+    champion_problem: str | None = None
 
 
 def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluation:
@@ -74,6 +81,7 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         candidate_metrics = modeling.compute_metrics(target, candidate_predictions, config.task)
         champion = champion_version(client, config)
         champion_metrics = None
+        champion_problem: str | None = None
         comparisons: dict[str, MetricComparison] = {}
         compatible: Compatibility | None = None
         slices: list[SliceComparison] = []
@@ -86,24 +94,39 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
                     f"champion v{champion.version} was trained on rows up to {trained_until}, after this cycle's "
                     f"holdout starts ({holdout_start}): the comparison would not be fair; use a later cutoff"
                 )
-            champion_model = load_model(client, config, f"models:/{config.model_name}/{champion.version}")
-            champion_predictions = modeling.predict_for_metric(champion_model, features, config.task)
-            champion_metrics = modeling.compute_metrics(target, champion_predictions, config.task)
+            try:
+                champion_model = load_model(client, config, f"models:/{config.model_name}/{champion.version}")
+            except UntrustedModelError as error:
+                # A champion that cannot be loaded cannot serve either: replacing it with a candidate that
+                # clears the floors restores a working model, so the cycle goes on and says why. An unreachable
+                # registry is no such finding (it raises something else, and the cycle fails to be retried).
+                champion_problem = str(error)
+                log.error(
+                    "champion v%s cannot be loaded: %s; the candidate is judged on the floors only",
+                    champion.version,
+                    error,
+                )
+            else:
+                champion_predictions = modeling.predict_for_metric(champion_model, features, config.task)
+                champion_metrics = modeling.compute_metrics(target, champion_predictions, config.task)
         for label, scores in (("candidate", candidate_metrics), ("champion", champion_metrics)):
             if scores is not None and metric not in scores:
                 raise modeling.ModelingError(
                     f"{metric} of the {label} cannot be computed on the {len(holdout)} held-out rows "
                     "(for roc_auc both classes must be present): widen the window or the holdout"
                 )
-        if champion is not None:
+        if champion_metrics is not None:
             comparisons, compatible, slices = _compare(
                 config, holdout, target, candidate_predictions, champion_predictions
             )
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
+            if champion is not None:
+                mlflow.set_tag(f"{TAG}champion_version", str(champion.version))
             if champion_metrics is not None:
                 mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
-                mlflow.set_tag(f"{TAG}champion_version", str(champion.version))
+            if champion_problem is not None:
+                mlflow.set_tag(f"{TAG}champion_problem", champion_problem[:5000])
             for name, comparison in comparisons.items():
                 mlflow.log_metrics(
                     {
@@ -130,6 +153,7 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         comparisons=comparisons,
         compatibility=compatible,
         slices=slices,
+        champion_problem=champion_problem,
     )
 
 
