@@ -49,7 +49,14 @@ def held(uri: str, owner: str, *, ttl: timedelta = timedelta(minutes=10), wait_s
     """
     token = secrets.token_hex(8)  # this holding, even if another holder has the same owner string
     lease = json.dumps(
-        {"owner": owner, "token": token, "taken_at": _now().isoformat(), "expires_at": (_now() + ttl).isoformat()}
+        {
+            "owner": owner,
+            "token": token,
+            "taken_at": _now().isoformat(),
+            "expires_at": (_now() + ttl).isoformat(),
+            "host": socket.gethostname(),  # with the pid: a holder that died on this host is known at once
+            "pid": os.getpid(),
+        }
     )
     try:
         for attempt in Retrying(
@@ -66,6 +73,41 @@ def held(uri: str, owner: str, *, ttl: timedelta = timedelta(minutes=10), wait_s
         yield
     finally:
         _release(uri, token)
+
+
+def abandoned(uri: str) -> str | None:
+    """Why nobody holds the lease at ``uri`` any more, or None while its holder may still be at work.
+
+    It is abandoned when it was released (no object), expired, or taken by a process of this host that is gone.
+
+    Raises:
+        StorageError: The store cannot say (unreachable).
+    """
+    if not storage.exists(uri):  # a store that cannot answer raises: nothing is judged abandoned then
+        return "its lease was released"
+    try:
+        current = json.loads(storage.read_bytes(uri))
+    except storage.StorageError:
+        if not storage.exists(uri):
+            return "its lease was released"
+        raise
+    if datetime.fromisoformat(current["expires_at"]) <= _now():
+        return f"the lease of {current['owner']} expired at {current['expires_at']}"
+    if current.get("host") == socket.gethostname() and not _alive(int(current.get("pid", 0))):
+        return f"{current['owner']} is no longer running"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 def _take(uri: str, lease: bytes) -> None:

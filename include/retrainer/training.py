@@ -10,11 +10,13 @@ through the result file. This module does not import Airflow: the operators in `
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from retrainer.config import ProjectConfig, TrainingBackend
 if TYPE_CHECKING:
     from retrainer.steps.candidate import TrainingResult
     from retrainer.tracking import Tracking
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV = "RETRAINER_CONFIG_JSON"
 BACKEND_ENV = "RETRAINER_LAUNCH_BACKEND"
@@ -239,6 +243,62 @@ def close_abandoned_runs(config: ProjectConfig, tracking: Tracking, cycle_id: st
             client.set_tag(run.info.run_id, f"{TAG}failure", reason[:5000])
             client.set_terminated(run.info.run_id, status="KILLED")
     return [run.info.run_id for run in runs]
+
+
+LEASE_TAG = "retrainer.training_lease"
+
+
+def training_lease(config: ProjectConfig, attempt: str) -> str:
+    """The lease a trainer holds while its candidate run is open (``<root_uri>/locks/training/<attempt>.json``)."""
+    from retrainer import storage
+
+    return storage.join(config.data.root_uri, "locks", "training", f"{attempt}.json")
+
+
+def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking) -> list[str]:
+    """Close as KILLED the project's candidate runs left RUNNING by a trainer that is gone, saying why.
+
+    A trainer holds a lease (:func:`training_lease`, named by the run's ``retrainer.training_lease`` tag) while
+    its run is open; a run whose lease was released, expired, or taken by a process of this host that no longer
+    exists was abandoned (killed, or cut off from MLflow before it could end the run). A run without the tag
+    (trained before leases) is abandoned once it is older than ``training.timeout_minutes``, when its task
+    would have been stopped. Run by every train step before it trains, in the CLI as in Airflow.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    from retrainer import locks
+    from retrainer.steps.common import TAG
+
+    closed = []
+    with tracking.active():
+        client = tracking.client()
+        experiment = client.get_experiment_by_name(config.name)
+        if experiment is None:
+            return []
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG}kind` = 'candidate' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            attempt = run.data.tags.get(LEASE_TAG)
+            if attempt:
+                why = locks.abandoned(training_lease(config, attempt))
+            else:
+                age_s = time.time() - run.info.start_time / 1000
+                why = (
+                    f"it has been running for {age_s / 60:.0f} min, over training.timeout_minutes"
+                    if age_s > config.training.timeout_minutes * 60
+                    else None
+                )
+            if why is None:
+                continue  # its trainer is still at work
+            reason = f"abandoned: {why} before the run ended; closed by a later train step"
+            client.set_tag(run.info.run_id, f"{TAG}failure", reason)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.warning("closed the abandoned candidate run %s as KILLED: %s", run.info.run_id, why)
+            closed.append(run.info.run_id)
+    return closed
 
 
 def record_image_id(tracking: Tracking, run_id: str, image_id: str) -> None:

@@ -64,3 +64,30 @@ def test_a_dead_holders_lease_expires_and_is_taken_over(lease: str) -> None:
             lease, json.dumps({"owner": "third", "token": "t", "expires_at": "2999-01-01"}).encode()
         )
     assert json.loads(storage.read_bytes(lease))["owner"] == "third"
+
+
+def test_a_lease_is_abandoned_once_released_expired_or_its_process_is_gone(lease: str) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with locks.held(lease, "trainer"):
+        assert locks.abandoned(lease) is None  # held by this live process
+    assert locks.abandoned(lease) == "its lease was released"
+    with locks.held(lease, "short", ttl=timedelta(seconds=-1)):
+        assert locks.abandoned(lease).startswith("the lease of short expired at ")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {
+        "owner": "killed trainer",
+        "token": "t",
+        "taken_at": "2026-01-01T00:00:00+00:00",
+        "expires_at": "2999-01-01T00:00:00+00:00",
+        "host": socket.gethostname(),
+        "pid": int(gone.stdout),
+    }
+    storage.write_bytes(lease, json.dumps(dead).encode())
+    assert locks.abandoned(lease) == "killed trainer is no longer running"
+    storage.write_bytes(lease, json.dumps({**dead, "host": "another-host"}).encode())
+    assert locks.abandoned(lease) is None  # another machine's process: only its expiry can tell
+    assert os.getpid() != int(gone.stdout)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import trusted_models
+from retrainer import locks, trusted_models
 from retrainer.catalog import BatchRecord, Catalog, CatalogError
 from retrainer.steps.common import TAG, NothingToTrainError, StepResult, code_version, parse_cutoff
 
@@ -171,6 +172,10 @@ def train(
     """
     from retrainer import modeling, training
 
+    try:  # what an earlier trainer left half-done is recorded before this one starts
+        training.close_abandoned_candidates(config, tracking)
+    except Exception as error:  # training needs the same registry: its own errors say more
+        log.warning("could not check for abandoned candidate runs: %s", error)
     catalog = Catalog(config)
     records = training_window(config, cutoff, window_batches, require_new_data)
     split = modeling.split_holdout(catalog.load(records), config)
@@ -240,10 +245,17 @@ def _log_candidate(
     """Log the candidate run: tags, parameters, metrics, the window's batches, the config and the model."""
     import mlflow
 
-    from retrainer import modeling
+    from retrainer import modeling, training
 
     mlflow.set_experiment(config.name)
-    with mlflow.start_run(run_name=f"{cycle_id} candidate") as run:
+    # The lease says "this run is being logged" to the next train step: released (or dead) means abandoned.
+    attempt = secrets.token_hex(8)
+    lease = training.training_lease(config, attempt)
+    ttl = timedelta(minutes=config.training.timeout_minutes + 10)
+    with (
+        locks.held(lease, locks.default_owner(f"training of cycle {cycle_id}"), ttl=ttl, wait_s=0),
+        mlflow.start_run(run_name=f"{cycle_id} candidate", tags={training.LEASE_TAG: attempt}) as run,
+    ):
         mlflow.set_tags(tags)
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
