@@ -46,6 +46,9 @@ class DecisionRecord(Decision, StepResult):
         challenger: ``promotion.mode: shadow``: the gate promoted, the version became ``@challenger`` and
             replaces the champion only after winning on newly labelled batches (:mod:`retrainer.steps.shadow`).
         shadow: The challenger's tally, once its shadow ended (promoted or retired).
+        resumed: What an earlier attempt at this promotion had done before it stopped (e.g. MLflow went down
+            after the version was registered), None for a first attempt. The rerun completes that work
+            (the same version, the alias moved once) and says so here, on the version and on the run.
     """
 
     run_id: str
@@ -60,6 +63,7 @@ class DecisionRecord(Decision, StepResult):
     serving: ServingCheck | None = None
     challenger: bool = False
     shadow: ShadowTally | None = None
+    resumed: str | None = None
 
     @property
     def promoted(self) -> bool:
@@ -146,8 +150,18 @@ def _promote(
     registered = (
         [] if dry_run else client.search_model_versions(f"name='{config.model_name}' and run_id='{run_id}'")
     )
-    if registered and current_version == str(registered[0].version):
-        current_version = evaluation.champion_version  # the alias already moved in the earlier try
+    resumed = None
+    if registered:
+        earlier = registered[0]
+        resumed = f"an earlier attempt registered v{earlier.version}"
+        if current_version == str(earlier.version):
+            current_version = evaluation.champion_version  # the alias already moved in the earlier try
+            resumed += " and moved @champion to it"
+        decided = (earlier.tags or {}).get(f"{TAG}decision")
+        resumed += (
+            f" (its decision {'tag said ' + repr(decided) if decided else 'was never recorded'}) and stopped"
+        )
+        log.warning("promotion of run %s resumes: %s", run_id, resumed)
     decision = decide(
         config,
         evaluation.candidate_metrics,
@@ -156,6 +170,7 @@ def _promote(
         evaluation.comparisons,
         compatibility=evaluation.compatibility,
         slices=evaluation.slices,
+        champion_problem=evaluation.champion_problem,
     )
     superseded = current_version != evaluation.champion_version
     if superseded:  # another run promoted (or rolled back) while this one was being evaluated
@@ -190,8 +205,10 @@ def _promote(
     serving = None
     if decision.promoted and not superseded and config.promotion.serving.enabled:
         candidate_uri = f"models:/{config.model_name}/{version}" if version else run.data.tags[f"{TAG}model_uri"]
-        champion_uri = (
-            f"models:/{config.model_name}/{evaluation.champion_version}" if evaluation.champion_version else None
+        champion_uri = (  # a champion that cannot be loaded is not measured beside it
+            f"models:/{config.model_name}/{evaluation.champion_version}"
+            if evaluation.champion_version and evaluation.champion_problem is None
+            else None
         )
         serving = serving_check(config, tracking, run_id, candidate_uri, champion_uri)
         if not serving.passed:
@@ -207,6 +224,7 @@ def _promote(
         config.promotion.mode == "shadow"
         and decision.promoted
         and evaluation.champion_version is not None
+        and evaluation.champion_problem is None  # a champion that cannot load cannot be shadowed
         and not dry_run
         and not superseded
     )
@@ -242,6 +260,7 @@ def _promote(
         ),
         **(_serving_tags(serving) if serving is not None else {}),
         f"{TAG}cycle_id": cycle_id or "",
+        **({f"{TAG}resumed": resumed} if resumed else {}),
         f"{TAG}code_version": run.data.tags.get(f"{TAG}code_version", ""),
         **{
             f"{TAG}{key}": run.data.tags[f"{TAG}{key}"]
@@ -288,6 +307,7 @@ def _promote(
         awaiting_approval=awaiting,
         serving=serving,
         challenger=shadowing,
+        resumed=resumed,
     )
     log_decision(config, client, record, run.data.tags, {**tags, f"{TAG}version": version or "none"})
     log.info("%s v%s: %s", state.replace("_", " "), version, decision.reason)
