@@ -393,6 +393,21 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
     row = steps.cycle_table(config)[-1]
     assert (row.trigger, row.week, row.validation) == ("drift_alert", lifecycle.ids[-1], "accepted")
     assert row.drift_share == 0.64
+    # A rerun of a cycle is its next attempt: the earlier record (here a promotion) stays, beside it.
+    rerun = steps.record_cycle(
+        config,
+        "cycle-1",
+        steps.CycleParts.model_validate({"ingest": nothing}),
+        trigger="schedule",
+        cutoff=cutoff,
+        error="no new accepted batch in this cycle (use force to retrain anyway)",
+    )
+    assert rerun.attempt == 2
+    files = storage.list_files(storage.join(lifecycle.project.catalog.reports, "cycles"), "cycle-1*.json")
+    assert [storage.basename(f) for f in files] == ["cycle-1.attempt1.json", "cycle-1.json"]
+    rows = {row.cycle: row for row in steps.cycle_table(config)}
+    assert rows["cycle-1"].decision == "promoted v1"
+    assert rows["cycle-1 (attempt 2)"].decision.startswith("stopped: no new accepted batch")
 
 
 # -- races and rollbacks ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,9 @@ from retrainer.steps.validation import validate
 if TYPE_CHECKING:
     from retrainer.config import ProjectConfig
     from retrainer.tracking import Tracking
+
+
+log = logging.getLogger(__name__)
 
 
 def run_cycle(
@@ -65,15 +69,18 @@ def run_cycle(
     except (BatchRejectedError, NothingToTrainError) as rejected:
         error = str(rejected)
     except Exception as failure:
-        record_cycle(
-            config,
-            cycle_id,
-            CycleParts.model_validate(parts),
-            trigger=trigger,
-            cutoff=when.isoformat(),
-            error=f"{type(failure).__name__}: {failure}",
-            started_at=started,
-        )
+        try:
+            record_cycle(
+                config,
+                cycle_id,
+                CycleParts.model_validate(parts),
+                trigger=trigger,
+                cutoff=when.isoformat(),
+                error=f"{type(failure).__name__}: {failure}",
+                started_at=started,
+            )
+        except Exception as unrecorded:  # e.g. the same full disk: the cycle's own failure is what to show
+            log.error("the failed cycle %s could not be recorded: %s", cycle_id, unrecorded)
         raise
     return record_cycle(
         config,

@@ -53,6 +53,8 @@ class CycleRecord(StepResult):
         project_sha256: Hash of the project configuration the cycle ran with (its snapshot).
         error: Why the cycle ended without a decision, if it did.
         batches: Status of each batch the cycle looked at.
+        attempt: 1 for a cycle's first run; a rerun of the same cycle is the next attempt, and the earlier
+            records stay beside it (``<cycle_id>.attempt<N>.json``), so nothing a run decided is overwritten.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -62,6 +64,7 @@ class CycleRecord(StepResult):
     started_at: datetime | None = None
     trigger: str = ""
     cutoff: str = ""
+    attempt: int = 1
     alerts: list[ReceivedAlert] = Field(default_factory=list)
     project_sha256: str | None = None
     gate: GateOutcome | None = None
@@ -172,9 +175,17 @@ def record_cycle(
             batches[batch_id] = catalog.get(batch_id).status.value
         except CatalogError:
             batches[batch_id] = "unknown"
+    uri = storage.join(catalog.reports, "cycles", f"{safe_id(cycle_id)}.json")
+    attempt = 1
+    if storage.exists(uri):  # a rerun: the earlier attempt's record is kept under its number
+        earlier = CycleRecord.model_validate_json(storage.read_bytes(uri))
+        kept = storage.join(catalog.reports, "cycles", f"{safe_id(cycle_id)}.attempt{earlier.attempt}.json")
+        storage.move(uri, kept)
+        attempt = earlier.attempt + 1
     record = CycleRecord(
         cycle_id=cycle_id,
         recorded_at=datetime.now(UTC).replace(microsecond=0),
+        attempt=attempt,
         started_at=started_at,
         trigger=trigger,
         cutoff=cutoff,
@@ -191,7 +202,7 @@ def record_cycle(
         batches=batches,
     )
     document = json.dumps(record.to_json(), indent=2).encode()
-    storage.write_bytes(storage.join(catalog.reports, "cycles", f"{safe_id(cycle_id)}.json"), document)
+    storage.write_bytes(uri, document)
     if trigger == "drift_alert" and parts.training is not None:
         pointer = {"cycle_id": cycle_id, "recorded_at": record.recorded_at.isoformat()}
         storage.write_bytes(last_alert_retrain_uri(config), json.dumps(pointer).encode())
@@ -258,7 +269,7 @@ def cycle_table(config: ProjectConfig) -> list[CycleRow]:
             share = next((value for value in shares if value is not None), share)
         rows.append(
             CycleRow(
-                cycle=record.cycle_id,
+                cycle=record.cycle_id if record.attempt == 1 else f"{record.cycle_id} (attempt {record.attempt})",
                 trigger=record.trigger,
                 week=", ".join(batches) or "-",
                 validation=", ".join(sorted(set(batches.values()))) or "-",
