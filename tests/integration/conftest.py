@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import yaml
 
 from retrainer.stack import REPO_ROOT, StackSettings, StackStatus, start_stack, stop_stack
-
-T = TypeVar("T")
-
-
-def wait_until(
-    condition: Callable[[], T], *, timeout: float, what: str | Callable[[], str], interval: float = 0.5
-) -> T:
-    """Poll ``condition`` until it returns something truthy, and return that; fail naming ``what`` (or what it
-    returns then) past the deadline. The wait ends as soon as the condition holds: only the deadline, never a
-    fixed sleep, bounds it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what if isinstance(what, str) else what()}: not within {timeout:g} s")
-        time.sleep(interval)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from tests.helpers import free_ports
 
 
 def temporary_stack(root: Path, dags_folder: Path, plugins_folder: Path) -> StackSettings:

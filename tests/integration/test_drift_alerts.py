@@ -22,8 +22,9 @@ from retrainer import alerts, demo
 from retrainer.airflow_api import AirflowClient
 from retrainer.config import load_config
 from retrainer.stack import REPO_ROOT
+from tests.helpers import wait_until
 
-from .conftest import project_stack, wait_until, write_manual_project
+from .conftest import project_stack, write_manual_project
 
 pytestmark = pytest.mark.integration
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from retrainer import steps
 from retrainer.config import load_config
 from retrainer.steps.evaluation import Evaluation
 from retrainer.tracking import Tracking
-
-from .conftest import free_ports, wait_until
+from tests.helpers import MlflowServer
 
 pytestmark = pytest.mark.integration
 
@@ -34,41 +30,12 @@ RACERS = 10
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on SQLite, artifacts served by the server; its URL."""
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    [port] = free_ports(1)
-    log = (folder / "server.log").open("wb")
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"), workers=2)  # ten racers at once
+    server.start()
     try:
-        wait_until(healthy, timeout=180, what=f"the mlflow server's health; {folder / 'server.log'}")
-        yield url
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 def _promote_in_own_process(

@@ -30,8 +30,8 @@ from retrainer.airflow_api import AirflowClient
 from retrainer.catalog import BatchStatus, Catalog
 from retrainer.config import load_config
 from retrainer.stack import REPO_ROOT
+from tests.helpers import wait_until
 
-from ..conftest import wait_until
 from .stack import DATA_BUCKET, ProductionStack
 
 pytestmark = pytest.mark.integration
