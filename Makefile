@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --python $(BIN)/python --require-hashes -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -33,9 +33,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: $(STAMP) ## Create .venv with the locked dependencies and the package
 
 .PHONY: lock
-lock: install ## Re-resolve requirements*.in into the pinned locks
-	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
-	$(BIN)/uv pip compile --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+lock: install ## Re-resolve requirements*.in into the pinned, hashed locks (installs check every hash)
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes requirements-dev.in -o requirements-dev.txt
 
 .PHONY: run
 run: install ## Start Airflow + MLflow, replay the demo weeks, land a drifted week, print the cycle table
@@ -59,7 +59,7 @@ stop: ## Stop everything `make run` / `make up` started
 	@if test -x $(BIN)/retrainer; then $(BIN)/retrainer stack down; else echo "nothing to stop (no .venv)"; fi
 
 .PHONY: test
-test: install ## Lint, then run every test tier (unit, dags, data, model, integration)
+test: install ## Lint, then run every test tier (unit, dags, data, model, integration, faults)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest --durations=40 $(PYTEST_ARGS)
@@ -104,18 +104,34 @@ bench-training: install ## Training in a container vs in process, demo size and 
 
 wheels/.complete: docker/trainer-requirements.txt
 	rm -rf wheels && mkdir -p wheels
-	$(BIN)/python -m pip download --quiet --only-binary=:all: -r docker/trainer-requirements.txt "setuptools>=68" -d wheels
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --require-hashes -r docker/trainer-requirements.txt -d wheels
 	touch $@
 
 .PHONY: trainer-image
 trainer-image: install wheels/.complete ## Build the trainer image offline from a wheelhouse (BASE_IMAGE=local/python-base without a registry)
 	docker build -f docker/trainer.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		--build-arg CODE_VERSION=$(CODE_VERSION) -t $(TRAINER_IMAGE):$(CODE_VERSION) -t $(TRAINER_IMAGE):latest .
+	$(MAKE) --no-print-directory sbom/trainer.cdx.json
 
 .PHONY: trainer-lock
 trainer-lock: install ## Re-pin the trainer image's requirements against the platform's lock
-	$(BIN)/uv pip compile --python-version 3.11 docker/trainer-requirements.in -c requirements.txt \
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes docker/trainer-requirements.in -c requirements.txt \
 		-o docker/trainer-requirements.txt
+
+# The images install their lock with --require-hashes, so the lock is exactly what they hold: the SBOM is
+# written from it (CycloneDX 1.6 JSON, every component with its hashes).
+sbom/platform.cdx.json: requirements.txt pyproject.toml
+	@mkdir -p sbom
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible --output-format JSON \
+		--output-file $@ requirements.txt
+
+sbom/trainer.cdx.json: docker/trainer-requirements.txt pyproject.toml
+	@mkdir -p sbom
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible --output-format JSON \
+		--output-file $@ docker/trainer-requirements.txt
+
+.PHONY: sbom
+sbom: install sbom/platform.cdx.json sbom/trainer.cdx.json ## SBOMs of the platform and trainer images (sbom/*.cdx.json)
 
 .PHONY: clean-state
 clean-state: stop ## Delete demo data and the embedded stack's state (Airflow and MLflow databases)

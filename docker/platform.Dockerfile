@@ -8,7 +8,8 @@ RUN useradd --create-home --uid 50000 retrainer
 WORKDIR /opt/retrainer
 
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# Hash-checked: the image holds exactly the lock (make sbom writes its SBOM from it).
+RUN pip install --require-hashes -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY include/ include/

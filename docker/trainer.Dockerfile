@@ -16,10 +16,11 @@ RUN python -m venv /opt/venv
 # With `make trainer-image` the locked wheels come from wheels/ (an offline, reproducible build); without a
 # wheels/ folder they come from PyPI. This stage is thrown away, so the wheels do not weigh on the image.
 COPY docker/trainer-requirements.txt wheel[s] /tmp/build/
+# --require-hashes: every package is the one the lock names, by hash (setuptools included, it is in the lock).
 RUN if ls /tmp/build/*.whl >/dev/null 2>&1; then \
-        pip install --no-index --find-links /tmp/build -r /tmp/build/trainer-requirements.txt "setuptools>=68"; \
+        pip install --require-hashes --no-index --find-links /tmp/build -r /tmp/build/trainer-requirements.txt; \
     else \
-        pip install -r /tmp/build/trainer-requirements.txt "setuptools>=68"; \
+        pip install --require-hashes -r /tmp/build/trainer-requirements.txt; \
     fi
 
 COPY pyproject.toml README.md /opt/retrainer/
