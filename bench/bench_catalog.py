@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,65 +38,18 @@ sys.path.insert(0, str(REPO))  # the production tests' SeaweedFS command line
 BUCKET = "bench-catalog"
 
 
-def _free_port() -> int:
-    """A port free on loopback whose gRPC twin (port + 10000, SeaweedFS's convention) is free too."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + 10000 < 65536:
-            with socket.socket() as twin:
-                try:
-                    twin.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-
-
 @contextmanager
 def seaweedfs() -> Iterator[dict[str, str]]:
     """A SeaweedFS server on loopback with one bucket; yields the AWS variables that point boto3 at it."""
-    from tests.integration.production.stack import seaweedfs_command
+    from tests.helpers import S3Server
 
     folder = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
-    (folder / "data").mkdir()
-    key, secret = f"BENCH{secrets.token_hex(6).upper()}", secrets.token_urlsafe(24)
-    config = folder / "s3.json"
-    identity = {"name": "bench", "credentials": [{"accessKey": key, "secretKey": secret}]}
-    config.write_text(json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]}))
-    ports = (_free_port(), _free_port(), _free_port(), _free_port())
-    log = (folder / "weed.log").open("wb")
-    server = subprocess.Popen(
-        seaweedfs_command(folder, "127.0.0.1", ports, config), stdout=log, stderr=subprocess.STDOUT
-    )
-    env = {
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports[0]}",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    server = S3Server(folder, BUCKET)
     try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=key,
-                              aws_secret_access_key=secret, region_name="us-east-1")  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start; see {folder / 'weed.log'}") from None
-                time.sleep(0.5)
-        yield env
+        server.start(timeout=60)
+        yield server.env
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

