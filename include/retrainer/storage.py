@@ -52,7 +52,9 @@ def _split_s3(uri: str) -> tuple[str, str]:
 def _s3_client() -> Any:
     import boto3
 
-    return boto3.client("s3")
+    # A session of its own: boto3's default session keeps the first credentials it loaded, whatever the
+    # environment says later.
+    return boto3.session.Session().client("s3")
 
 
 def sha256_bytes(data: bytes) -> str:
