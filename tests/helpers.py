@@ -208,9 +208,19 @@ class S3Server:
                     return False
                 return True
 
-        wait_until(
-            bucket_ready, timeout=timeout, what=f"SeaweedFS's bucket {self.bucket}; {self.folder / 'weed.log'}"
-        )
+        def data_readable() -> bool:
+            # After a restart the bucket answers before the volume server holding its data has rejoined.
+            try:
+                listed = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1).get("Contents", [])
+                if listed:
+                    client.get_object(Bucket=self.bucket, Key=listed[0]["Key"])["Body"].read()
+                return True
+            except Exception:
+                return False
+
+        what = f"SeaweedFS's bucket {self.bucket}; {self.folder / 'weed.log'}"
+        wait_until(bucket_ready, timeout=timeout, what=what)
+        wait_until(data_readable, timeout=timeout, what=f"the data in {what}")
 
     def kill(self) -> None:
         """SIGKILL the server (the store is gone until :meth:`start`)."""
