@@ -71,7 +71,10 @@ def test_a_pickle_aliased_as_champion_is_refused_and_runs_no_code(
     )
     candidate = steps.train(state.config, _tracking(), state.cutoff, "second")
     with pytest.raises(UntrustedModelError, match="is saved as 'pickle': the platform loads only the skops"):
-        steps.evaluate(state.config, _tracking(), candidate.run_id)
+        steps.load_model(_tracking().client(), state.config, "models:/intruded@champion")
+    # The cycle goes on without loading it: the candidate is judged on the floors only, and says why.
+    evaluation = steps.evaluate(state.config, _tracking(), candidate.run_id)
+    assert evaluation.champion_problem and "is saved as 'pickle'" in evaluation.champion_problem
     assert not marker.exists(), "code of the pickle ran"
     # MLflow's own loader, as a task sees it, refuses too: nothing enables unpickling.
     import mlflow
