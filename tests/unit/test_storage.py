@@ -296,3 +296,17 @@ def test_list_names_pages_from_a_start_without_reading_everything(root: str) -> 
     storage.delete(storage.join(folder, "a"))
     storage.delete(storage.join(folder, "a"))  # already gone: nothing happens
     assert storage.list_names(folder, limit=1) == ["b"]
+
+
+def test_a_new_s3_client_uses_the_credentials_of_the_environment_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's default session keeps the first credentials it loaded; each client here is built from the current
+    environment, so a process that talked to one S3 server never sends its keys to the next."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    keys = []
+    for key in ("FIRSTKEY", "SECONDKEY"):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", f"{key}-secret")
+        storage._s3_client.cache_clear()
+        keys.append(storage._s3_client()._request_signer._credentials.access_key)
+    storage._s3_client.cache_clear()
+    assert keys == ["FIRSTKEY", "SECONDKEY"]
