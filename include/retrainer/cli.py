@@ -206,6 +206,9 @@ def train(
     trigger: Annotated[str, typer.Option(help="Why the cycle runs, recorded on the run.")] = "manual",
     window_batches: Annotated[int | None, typer.Option(min=1, help="Override window.batches.")] = None,
     max_train_rows: Annotated[int | None, typer.Option(min=1, help="Train on a sample of this size.")] = None,
+    lease: Annotated[
+        str | None, typer.Option(help="The training lease the launcher holds for this trainer (set by plans).")
+    ] = None,
     result_file: Annotated[
         Path | None, typer.Option(help="Also write the result (run id, window, metrics) to this JSON file.")
     ] = None,
@@ -223,6 +226,7 @@ def train(
         trigger=trigger,
         window_batches=window_batches,
         max_train_rows=max_train_rows,
+        lease=lease,
     )
     if result_file is not None:
         result_file.write_text(json.dumps(result.to_json()))

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets as secrets_module
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +77,8 @@ class TrainerLaunch:
         secrets: Environment of the trainer that must not be shown (credentials).
         window: Batch ids the candidate will train on.
         cycle_id: The cycle, whose unfinished candidate runs are closed if the trainer dies.
+        lease: The training lease its launcher holds while the trainer runs (:func:`launcher_lease`), passed to
+            the trainer as ``--lease``; empty for a trainer that holds its own.
     """
 
     command: list[str]
@@ -81,6 +86,7 @@ class TrainerLaunch:
     secrets: dict[str, str] = field(default_factory=dict)
     window: list[str] = field(default_factory=list)
     cycle_id: str = ""
+    lease: str = ""
 
     def command_with_result(self, result_path: str) -> list[str]:
         """The command, writing its result to ``result_path``."""
@@ -93,6 +99,7 @@ class TrainerLaunch:
             "environment": self.environment,
             "window": self.window,
             "cycle_id": self.cycle_id,
+            "lease": self.lease,
         }
 
     @classmethod
@@ -115,6 +122,7 @@ class TrainerLaunch:
             secrets=secrets,
             window=list(value.get("window", [])),
             cycle_id=str(value.get("cycle_id", "")),
+            lease=str(value.get("lease", "")),
         )
 
     def project(self) -> ProjectConfig:
@@ -131,9 +139,12 @@ def trainer_command(
     trigger: str,
     window_batches: int | None = None,
     max_train_rows: int | None = None,
+    lease: str | None = None,
 ) -> list[str]:
     """Arguments of ``retrainer train`` for one cycle (the config comes through ``RETRAINER_CONFIG_JSON``)."""
     command = ["train", "--cutoff", cutoff, "--cycle-id", cycle_id, "--trigger", trigger]
+    if lease:
+        command += ["--lease", lease]
     if window_batches is not None:
         command += ["--window-batches", str(window_batches)]
     if max_train_rows is not None:
@@ -210,10 +221,16 @@ def plan(
 
     records = training_window(config, cutoff, window_batches, require_new_data)
     environment, secrets = trainer_environment(config, tracking, environ)
+    lease = secrets_module.token_hex(8)
     command = trainer_command(
-        cutoff, cycle_id, trigger=trigger, window_batches=window_batches, max_train_rows=max_train_rows
+        cutoff,
+        cycle_id,
+        trigger=trigger,
+        window_batches=window_batches,
+        max_train_rows=max_train_rows,
+        lease=lease,
     )
-    return TrainerLaunch(command, environment, secrets, [r.batch_id for r in records], cycle_id)
+    return TrainerLaunch(command, environment, secrets, [r.batch_id for r in records], cycle_id, lease)
 
 
 def close_abandoned_runs(config: ProjectConfig, tracking: Tracking, cycle_id: str, reason: str) -> list[str]:
@@ -253,6 +270,31 @@ def training_lease(config: ProjectConfig, attempt: str) -> str:
     from retrainer import storage
 
     return storage.join(config.data.root_uri, "locks", "training", f"{attempt}.json")
+
+
+def lease_ttl(config: ProjectConfig) -> timedelta:
+    """How long a training lease outlives a holder that died without releasing it."""
+    return timedelta(minutes=config.training.timeout_minutes + 10)
+
+
+@contextmanager
+def launcher_lease(launch: TrainerLaunch, launcher: str) -> Iterator[None]:
+    """Hold the trainer's lease from its launcher (the Airflow task) while the trainer runs.
+
+    A trainer in a container sees the data root read-only, so the task that starts it holds the lease the
+    trainer's run is tagged with: a trainer killed (out of memory, its container or pod removed) ends the task,
+    which releases it, and a task killed with it leaves a lease of a dead process. Either way the next train
+    step closes the run as KILLED.
+    """
+    from retrainer import locks
+
+    if not launch.lease:
+        yield
+        return
+    config = launch.project()
+    owner = locks.default_owner(f"{launcher} of cycle {launch.cycle_id}")
+    with locks.held(training_lease(config, launch.lease), owner, ttl=lease_ttl(config), wait_s=0):
+        yield
 
 
 def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking) -> list[str]:
@@ -397,7 +439,10 @@ def run_local(
         TrainerFailedError: The trainer exited non-zero, timed out or left no result.
     """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with tempfile.TemporaryDirectory(prefix="retrainer-train-") as folder:
+    with (
+        launcher_lease(launch, "trainer subprocess"),
+        tempfile.TemporaryDirectory(prefix="retrainer-train-") as folder,
+    ):
         result_path = Path(folder) / "result.json"
         # MLflow settings come from the launch only, never from what the worker's environment happens to hold.
         inherited = {

@@ -87,7 +87,7 @@ def test_the_plan_runs_retrainer_train_with_the_resolved_project(
     )
     assert launch.command == [
         *("train", "--cutoff", cutoff, "--cycle-id", "cycle_1"),
-        *("--trigger", "drift_alert", "--max-train-rows", "500"),
+        *("--trigger", "drift_alert", "--lease", launch.lease, "--max-train-rows", "500"),
     ]
     assert launch.window == [synth.batch_id(w) for w in range(4)]
     # The trainer gets the project as the scheduler resolved it, so it needs no config file.
@@ -182,6 +182,22 @@ def test_the_local_backend_trains_in_a_subprocess_and_records_where(trainable: S
     assert run.data.tags["retrainer.trigger"] == "scheduled"
     assert run.data.tags["retrainer.cycle_id"] == "cycle_local"
     assert result.window == launch.window
+
+
+def test_the_launcher_holds_the_trainers_lease_while_it_runs(trainable: SimpleNamespace) -> None:
+    """A trainer in a container sees the data root read-only: its launcher holds the lease of its run."""
+    import mlflow
+
+    from retrainer import locks
+
+    config = trainable.project.config
+    launch = training.plan(config, trainable.tracking, trainable.cutoff, "cycle_leased", trigger="manual")
+    lease_uri = training.training_lease(config, launch.lease)
+    seen: list[str | None] = []
+    result = training.run_local(launch, timeout_s=300, on_start=lambda _: seen.append(locks.abandoned(lease_uri)))
+    assert seen == [None], "the lease is held while the trainer runs"
+    assert locks.abandoned(lease_uri) == "its lease was released"
+    assert mlflow.get_run(result.run_id).data.tags[training.LEASE_TAG] == launch.lease
 
 
 def test_a_failing_trainer_reports_its_exit_code_and_last_lines(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,7 @@ def train(
     window_batches: int | None = None,
     max_train_rows: int | None = None,
     require_new_data: list[str] | None = None,
+    lease: str | None = None,
 ) -> TrainingResult:
     """Train a candidate on the newest accepted batches up to the cutoff and log it to MLflow.
 
@@ -164,6 +166,8 @@ def train(
         window_batches: Override of ``window.batches``.
         max_train_rows: Train on a seeded sample of at most this many rows (for experiments).
         require_new_data: Accepted batch ids of this cycle; when given and empty, raise instead of retraining.
+        lease: The training lease its launcher holds for this trainer (:func:`retrainer.training.launcher_lease`:
+            a container cannot write the data root); None: the trainer holds its own while its run is open.
 
     Raises:
         NothingToTrainError: ``require_new_data`` is an empty list.
@@ -193,6 +197,7 @@ def train(
         info, run_id = _log_candidate(
             config,
             cycle_id=cycle_id,
+            lease=lease,
             tags={
                 f"{TAG}kind": "candidate",
                 f"{TAG}cycle_id": cycle_id,
@@ -235,6 +240,7 @@ def _log_candidate(
     config: ProjectConfig,
     *,
     cycle_id: str,
+    lease: str | None,
     tags: dict[str, str],
     params: dict[str, Any],
     metrics: dict[str, float],
@@ -249,13 +255,18 @@ def _log_candidate(
 
     mlflow.set_experiment(config.name)
     # The lease says "this run is being logged" to the next train step: released (or dead) means abandoned.
-    attempt = secrets.token_hex(8)
-    lease = training.training_lease(config, attempt)
-    ttl = timedelta(minutes=config.training.timeout_minutes + 10)
-    with (
-        locks.held(lease, locks.default_owner(f"training of cycle {cycle_id}"), ttl=ttl, wait_s=0),
-        mlflow.start_run(run_name=f"{cycle_id} candidate", tags={training.LEASE_TAG: attempt}) as run,
-    ):
+    attempt = lease or secrets.token_hex(8)
+    held = (
+        contextlib.nullcontext()
+        if lease
+        else locks.held(
+            training.training_lease(config, attempt),
+            locks.default_owner(f"training of cycle {cycle_id}"),
+            ttl=training.lease_ttl(config),
+            wait_s=0,
+        )
+    )
+    with held, mlflow.start_run(run_name=f"{cycle_id} candidate", tags={training.LEASE_TAG: attempt}) as run:
         mlflow.set_tags(tags)
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)

@@ -132,7 +132,13 @@ class TrainerDockerOperator(DockerOperator):
         return _TrainerEngine(self.hook.api_client, self.training)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.training import CONTAINER_RESULT_PATH, IMAGE_ID_ENV, TrainerLaunch, read_result
+        from retrainer.training import (
+            CONTAINER_RESULT_PATH,
+            IMAGE_ID_ENV,
+            TrainerLaunch,
+            launcher_lease,
+            read_result,
+        )
 
         tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
         launch = TrainerLaunch.from_xcom(self.launch, tracking)
@@ -158,7 +164,8 @@ class TrainerDockerOperator(DockerOperator):
             self.training.device,
         )
         try:
-            output = super().execute(context)
+            with launcher_lease(launch, "docker launcher"):
+                output = super().execute(context)
         except DockerContainerFailedException as error:
             raise self._failure(launch, tracking, list(error.logs or [])) from None
         return read_result(output, f"{CONTAINER_RESULT_PATH} of the container").to_json()

@@ -103,7 +103,7 @@ class TrainerPodOperator(KubernetesPodOperator):
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, read_result, record_image_id
+        from retrainer.training import POD_RESULT_PATH, TrainerLaunch, launcher_lease, read_result, record_image_id
         from retrainer_provider.operators import trainer_failed
 
         # The pod logs to the server named in the launch (planned from the connection); its credentials come
@@ -111,7 +111,8 @@ class TrainerPodOperator(KubernetesPodOperator):
         tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
         launch = TrainerLaunch.from_xcom(self.launch, environ={})
         try:
-            output = super().execute(context)
+            with launcher_lease(launch, "pod launcher"):
+                output = super().execute(context)
         except AirflowException as error:
             oom_killed = self.trainer_ended is not None and self.trainer_ended.reason == "OOMKilled"
             raise trainer_failed(
