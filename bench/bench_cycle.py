@@ -117,6 +117,8 @@ def main() -> int:
     print(f"starting a stack in {root} ...", flush=True)
     status = start_stack(settings, timeout=240)
     os.environ["MLFLOW_TRACKING_URI"] = status.mlflow_url
+    os.environ["MLFLOW_TRACKING_USERNAME"] = status.mlflow_username  # MLflow's basic-auth app
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = status.mlflow_password or ""
     in_process: list[dict[str, float]] = []
     airflow: list[dict[str, float]] = []
     try:

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ADMIN_USERNAME = "admin"
 HEALTHY = "healthy"
-AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Airflow's own log servers (started by the scheduler and the triggerer) listen on every interface; the stack
+# starts them with --skip-serve-logs and runs the same app on its host instead.
+LOG_SERVERS = ("task-logs", "trigger-logs")
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", *LOG_SERVERS)
 MLFLOW_COMPONENT = "mlflow"
 COMPONENTS = (*AIRFLOW_COMPONENTS, MLFLOW_COMPONENT)
-_STOP_ORDER = ("scheduler", "triggerer", "dag-processor", "api-server", MLFLOW_COMPONENT)
+_STOP_ORDER = ("scheduler", "triggerer", "dag-processor", "api-server", *LOG_SERVERS, MLFLOW_COMPONENT)
+_LOG_SERVER_CODE = """
+import sys, uvicorn
+from airflow.utils.serve_logs.log_server import get_app
+uvicorn.run(get_app(), host=sys.argv[1], port=int(sys.argv[2]), log_config=None, access_log=False)
+"""
 _AIRFLOW_HEALTH_KEYS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
 
@@ -83,12 +91,11 @@ class StackSettings:
         mlflow_port: Port of the MLflow tracking server (``MLFLOW_PORT``).
         dags_folder: Folder Airflow parses DAGs from (``RETRAINER_DAGS_FOLDER``).
         plugins_folder: Airflow plugins folder (``RETRAINER_PLUGINS_FOLDER``).
-        worker_log_port: Port of the log server the scheduler starts for task logs
-            (``AIRFLOW_WORKER_LOG_PORT``); it listens on all interfaces.
-        trigger_log_port: Port of the triggerer's log server (``AIRFLOW_TRIGGER_LOG_PORT``); all interfaces.
+        worker_log_port: Port of the log server of running tasks' logs (``AIRFLOW_WORKER_LOG_PORT``).
+        trigger_log_port: Port of the log server of triggers' logs (``AIRFLOW_TRIGGER_LOG_PORT``).
         admin_password: Password to set for the Airflow ``admin`` user (``AIRFLOW_ADMIN_PASSWORD``); None keeps
             the one in the passwords file, or generates a random one the first time.
-        host: Interface the API server and MLflow bind to.
+        host: Interface every server of the stack binds to (loopback unless you change it).
     """
 
     repo_root: Path
@@ -173,8 +180,8 @@ class StackSettings:
         """The port each component listens on (the dag-processor listens on none)."""
         return {
             "api-server": self.airflow_port,
-            "scheduler": self.worker_log_port,
-            "triggerer": self.trigger_log_port,
+            "task-logs": self.worker_log_port,
+            "trigger-logs": self.trigger_log_port,
             MLFLOW_COMPONENT: self.mlflow_port,
         }
 
@@ -184,7 +191,8 @@ class ComponentStatus:
     """One process of the stack.
 
     Attributes:
-        name: Component name (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``, ``mlflow``).
+        name: Component name (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``, ``task-logs``,
+            ``trigger-logs``, ``mlflow``).
         pid: Process id from its pid file, None when there is no pid file.
         alive: Whether that process is still running (the same process, not a recycled pid).
         log_file: Its stdout/stderr log.
@@ -210,6 +218,8 @@ class StackStatus:
         username: Airflow admin user.
         password: Airflow admin password, None when the passwords file does not exist yet.
         state_dir: The state folder.
+        mlflow_username: MLflow's admin user (its basic-auth app).
+        mlflow_password: Its password, None before the stack first started.
     """
 
     airflow_url: str
@@ -221,6 +231,8 @@ class StackStatus:
     username: str
     password: str | None
     state_dir: Path
+    mlflow_username: str = ADMIN_USERNAME
+    mlflow_password: str | None = field(default=None, repr=False)
 
     @property
     def airflow_healthy(self) -> bool:
@@ -246,6 +258,12 @@ def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+def stack_hostname() -> str:
+    """Airflow's ``hostname_callable`` in the stack: the interface its log servers listen on."""
+    host = os.environ.get("RETRAINER_STACK_HOST", "127.0.0.1")
+    return socket.getfqdn() if host in {"0.0.0.0", "::", ""} else host
+
+
 def _executable(name: str) -> str:
     path = _venv_bin() / name
     if not path.exists():
@@ -262,17 +280,48 @@ def jwt_secret(settings: StackSettings) -> str:
     Returns:
         128 hex characters (64 random bytes).
     """
-    path = settings.state_dir / "jwt_secret"
+    return _state_secret(settings.state_dir / "jwt_secret", lambda: secrets.token_hex(64))
+
+
+def _state_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in ``path`` (mode 0600), made by ``make`` the first time."""
     if path.exists():
         secret = path.read_text().strip()
         if secret:
             return secret
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:
         stream.write(secret + "\n")
     return secret
+
+
+def mlflow_password(settings: StackSettings) -> str:
+    """The password of MLflow's ``admin`` user (MLflow's basic-auth app), generated once and kept in the state
+    folder; MLflow stores it in its user database when it first starts."""
+    return _state_secret(settings.mlflow_dir / "admin_password", lambda: secrets.token_urlsafe(12))
+
+
+def mlflow_auth_config(settings: StackSettings) -> Path:
+    """Write the basic-auth app's configuration (``MLFLOW_AUTH_CONFIG_PATH``): its user database in the state
+    folder and the ``admin`` user (its password comes from the environment, see :func:`mlflow_env`); a request
+    without credentials is refused."""
+    path = settings.mlflow_dir / "basic_auth.ini"
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{settings.mlflow_dir / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN_USERNAME}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Checked once a minute per user, not with PBKDF2 on every one of a cycle's many requests.
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
+    return path
 
 
 def admin_password(settings: StackSettings) -> str | None:
@@ -327,8 +376,20 @@ def _forced_airflow_settings(settings: StackSettings) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.worker_log_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.trigger_log_port),
+        # The API server fetches a running task's log from the host the task recorded: the stack's log servers.
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "retrainer.stack.stack_hostname",
+        "RETRAINER_STACK_HOST": settings.host,
         "MLFLOW_TRACKING_URI": settings.mlflow_url,
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": settings.mlflow_url}),
+        "MLFLOW_TRACKING_USERNAME": ADMIN_USERNAME,
+        "MLFLOW_TRACKING_PASSWORD": mlflow_password(settings),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
+            {
+                "conn_type": "http",
+                "host": settings.mlflow_url,
+                "login": ADMIN_USERNAME,
+                "password": mlflow_password(settings),
+            }
+        ),
     }
 
 
@@ -402,6 +463,12 @@ def mlflow_env(settings: StackSettings, base: Mapping[str, str] | None = None) -
     """
     env = dict(os.environ if base is None else base)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # MLflow's basic-auth app: every request but the health check needs the admin's (or a user's) login.
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_auth_config(settings))
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = mlflow_password(settings)  # stored in its user database on first start
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = _state_secret(
+        settings.mlflow_dir / "flask_secret", lambda: secrets.token_hex(32)
+    )
     env["PATH"] = os.pathsep.join([str(_venv_bin()), env.get("PATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     # Tasks load models only through retrainer.trusted_models; MLflow's own loaders stay closed to pickles.
@@ -413,6 +480,11 @@ def _command(settings: StackSettings, name: str) -> list[str]:
     if name == "api-server":
         port = str(settings.airflow_port)
         return [_executable("airflow"), "api-server", "--host", settings.host, "--port", port]
+    if name in ("scheduler", "triggerer"):
+        return [_executable("airflow"), name, "--skip-serve-logs"]
+    if name in LOG_SERVERS:
+        port = settings.worker_log_port if name == "task-logs" else settings.trigger_log_port
+        return [sys.executable, "-c", _LOG_SERVER_CODE, settings.host, str(port)]
     if name in AIRFLOW_COMPONENTS:
         return [_executable("airflow"), name]
     if name == MLFLOW_COMPONENT:
@@ -430,6 +502,8 @@ def _command(settings: StackSettings, name: str) -> list[str]:
             str(settings.mlflow_port),
             "--workers",
             "1",
+            "--app-name",
+            "basic-auth",
         ]
     raise StackError(f"unknown component {name!r}")
 
@@ -494,8 +568,8 @@ def _check_ports(settings: StackSettings, names: list[str]) -> None:
         seen[port] = name
     variables = {
         "api-server": "AIRFLOW_PORT",
-        "scheduler": "AIRFLOW_WORKER_LOG_PORT",
-        "triggerer": "AIRFLOW_TRIGGER_LOG_PORT",
+        "task-logs": "AIRFLOW_WORKER_LOG_PORT",
+        "trigger-logs": "AIRFLOW_TRIGGER_LOG_PORT",
         MLFLOW_COMPONENT: "MLFLOW_PORT",
     }
     busy = [(name, port) for name, port in wanted if port_in_use(port)]
@@ -518,12 +592,13 @@ def _tail(path: Path, lines: int = 30) -> str:
 def _fingerprint(settings: StackSettings, name: str) -> dict[str, str]:
     """The settings a running component was started with, to detect a changed configuration."""
     if name == MLFLOW_COMPONENT:
-        return {"MLFLOW_PORT": str(settings.mlflow_port)}
+        return {"MLFLOW_PORT": str(settings.mlflow_port), "MLFLOW_AUTH": "basic-auth"}
     return {
         "AIRFLOW_PORT": str(settings.airflow_port),
         "MLFLOW_PORT": str(settings.mlflow_port),
         "AIRFLOW_WORKER_LOG_PORT": str(settings.worker_log_port),
         "AIRFLOW_TRIGGER_LOG_PORT": str(settings.trigger_log_port),
+        "MLFLOW_AUTH": "basic-auth",
         "RETRAINER_DAGS_FOLDER": str(settings.dags_folder),
         "RETRAINER_PLUGINS_FOLDER": str(settings.plugins_folder),
     }
@@ -680,6 +755,7 @@ def stack_status(settings: StackSettings) -> StackStatus:
         username=ADMIN_USERNAME,
         password=admin_password(settings),
         state_dir=settings.state_dir,
+        mlflow_password=mlflow_password(settings) if (settings.mlflow_dir / "admin_password").exists() else None,
     )
 
 
@@ -832,6 +908,7 @@ def _render(status: StackStatus) -> None:
     table.add_row("Airflow UI", status.airflow_url)
     table.add_row("MLflow UI", status.mlflow_url)
     table.add_row("Login", f"{status.username} / {status.password or '(not generated yet)'}")
+    table.add_row("MLflow login", f"{status.mlflow_username} / {status.mlflow_password or '(not generated yet)'}")
     table.add_row("Airflow", HEALTHY if status.airflow_healthy else f"not healthy: {status.airflow_health}")
     table.add_row("MLflow", HEALTHY if status.mlflow_healthy else "not healthy")
     for component in status.components:

@@ -51,7 +51,11 @@ def project_stack(
         }.items():
             patch.setenv(name, value)
         try:
-            yield start_stack(settings, timeout=240)
+            status = start_stack(settings, timeout=240)
+            # MLflow runs its basic-auth app: the test's own clients log in as the tasks do.
+            patch.setenv("MLFLOW_TRACKING_USERNAME", status.mlflow_username)
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", status.mlflow_password or "")
+            yield status
         finally:
             stop_stack(settings)
 

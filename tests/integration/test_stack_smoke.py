@@ -118,6 +118,37 @@ def test_stack_is_healthy(running: StackStatus) -> None:
     assert httpx.get(f"{running.mlflow_url}/health", timeout=5).status_code == 200
 
 
+def test_mlflow_and_the_airflow_api_refuse_requests_without_credentials(running: StackStatus) -> None:
+    search = f"{running.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search, timeout=10).status_code == 401
+    assert httpx.get(f"{running.mlflow_url}/", timeout=10).status_code == 401  # the UI asks for a login too
+    assert httpx.get(search, auth=("admin", "wrong"), timeout=10).status_code == 401
+    assert httpx.get(search, auth=("admin", running.mlflow_password or ""), timeout=10).status_code == 200
+    assert httpx.get(f"{running.airflow_api_url}/api/v2/dags", timeout=10).status_code == 401
+    forged = {"Authorization": "Bearer not-a-token"}
+    refused = httpx.get(f"{running.airflow_api_url}/api/v2/dags", headers=forged, timeout=10).status_code
+    assert refused == 403  # Airflow's answer to a token it did not sign
+
+
+def test_every_server_of_the_stack_listens_on_loopback_only(settings: StackSettings, running: StackStatus) -> None:
+    pids = {json.loads(path.read_text())["pid"] for path in settings.run_dir.glob("*.pid")}
+    processes = [psutil.Process(pid) for pid in pids]
+    processes += [child for process in list(processes) for child in process.children(recursive=True)]
+    listening = {
+        (process.name(), connection.laddr.ip, connection.laddr.port)
+        for process in processes
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    }
+    ports = {port for _, _, port in listening}
+    wanted = {settings.airflow_port, settings.mlflow_port, settings.worker_log_port, settings.trigger_log_port}
+    assert wanted <= ports, listening
+    assert {ip for _, ip, _ in listening} == {"127.0.0.1"}, listening
+    # The log servers are Airflow's own app: a request without the API server's signed token is refused.
+    for port in (settings.worker_log_port, settings.trigger_log_port):
+        assert httpx.get(f"http://127.0.0.1:{port}/log/any.log", timeout=10).status_code == 403
+
+
 def test_start_is_idempotent(settings: StackSettings, running: StackStatus) -> None:
     started = time.monotonic()
     again = start_stack(settings, timeout=30)
@@ -139,7 +170,12 @@ def test_dag_runs_through_the_scheduler(client: AirflowClient, running: StackSta
 
     seen = client.xcom("stack_smoke", run_id, "ping_mlflow")
     assert seen["tracking_uri"] == running.mlflow_url
-    assert json.loads(seen["mlflow_conn"]) == {"conn_type": "http", "host": running.mlflow_url}
+    assert json.loads(seen["mlflow_conn"]) == {
+        "conn_type": "http",
+        "host": running.mlflow_url,
+        "login": "admin",
+        "password": running.mlflow_password,
+    }
     assert seen["marker"] == MARKER
     assert seen["mlflow_health"] == 200
 

@@ -9,6 +9,7 @@ then checked for what the schema cannot see: secrets, start order, health checks
 
 from __future__ import annotations
 
+import configparser
 import copy
 import functools
 import importlib.resources
@@ -49,6 +50,8 @@ SECRETS = {
     "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
 }
 # Secrets that are optional: allowed only an empty default (${VAR:-}), which means "feature off".
 OPTIONAL_SECRETS = {"AIRFLOW_CONN_SMTP_DEFAULT"}
@@ -68,7 +71,12 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
     "flower",
 }
-MLFLOW_CONN = {"conn_type": "http", "host": "http://mlflow:5000"}
+MLFLOW_CONN = {
+    "conn_type": "http",
+    "host": "http://mlflow:5000",
+    "login": "admin",
+    "password": "test-mlflow-admin-password",
+}
 
 
 # --- Compose's interpolation ---------------------------------------------------------------------------------
@@ -489,6 +497,29 @@ def test_mlflow_server_proxies_artifacts_and_allows_its_hosts() -> None:
     env = environment(mlflow)
     assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow:test-mlflow-db-password@postgres:5432/mlflow"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # MLflow's basic-auth app, its admin the login of the Airflow connection.
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "test-mlflow-admin-password"
+    auth = configparser.ConfigParser()
+    auth.read(COMPOSE_DIR / "mlflow-auth.ini")
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/opt/retrainer/mlflow-auth.ini"
+    assert "./docker/compose/mlflow-auth.ini:/opt/retrainer/mlflow-auth.ini:ro" in mlflow["volumes"]
+    assert auth["mlflow"]["admin_username"] == MLFLOW_CONN["login"]
+    assert "admin_password" not in auth["mlflow"]  # from the environment, never in a file
+    assert auth["mlflow"]["database_uri"].startswith("sqlite:////var/lib/mlflow-auth/")
+    assert "mlflow-auth:/var/lib/mlflow-auth" in mlflow["volumes"]
+
+
+def test_only_the_two_uis_are_published_by_default() -> None:
+    published = {
+        name
+        for name, service in compose()["services"].items()
+        if service.get("ports") and not service.get("profiles")
+    }
+    assert published == {"airflow-apiserver", "mlflow"}
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback by default"
     default = command(compose()["services"]["mlflow"])
     assert default[default.index("--allowed-hosts") + 1] == "mlflow:5000,localhost:5000,127.0.0.1:5000"
 

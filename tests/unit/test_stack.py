@@ -100,10 +100,14 @@ def test_airflow_env_points_components_at_each_other(settings: StackSettings) ->
     assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == str(settings.worker_log_port)
     assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == str(settings.trigger_log_port)
     assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{settings.mlflow_port}"
+    password = stack.mlflow_password(settings)
     assert json.loads(env["AIRFLOW_CONN_MLFLOW_DEFAULT"]) == {
         "conn_type": "http",
         "host": f"http://127.0.0.1:{settings.mlflow_port}",
+        "login": "admin",
+        "password": password,
     }
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("admin", password)
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
 
 
@@ -136,6 +140,42 @@ def test_airflow_env_passes_caller_variables_but_keeps_its_own(settings: StackSe
 
 def test_mlflow_env_disables_job_workers(settings: StackSettings) -> None:
     assert stack.mlflow_env(settings, base={})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_mlflow_runs_its_basic_auth_app_with_a_generated_private_admin_password(settings: StackSettings) -> None:
+    import configparser
+
+    env = stack.mlflow_env(settings, base={})
+    assert stack._command(settings, "mlflow")[-2:] == ["--app-name", "basic-auth"]
+    config = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    parsed = configparser.ConfigParser()
+    parsed.read(config)
+    password = stack.mlflow_password(settings)
+    assert len(password) >= 16 and password == stack.mlflow_password(settings)  # generated once
+    assert dict(parsed["mlflow"]) | {"database_uri": "-"} == {
+        "default_permission": "READ",
+        "database_uri": "-",
+        "admin_username": "admin",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": "60",
+    }
+    assert parsed["mlflow"]["database_uri"].startswith(f"sqlite:///{settings.mlflow_dir}")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == password  # from the environment, not in the file
+    for secret in (config, settings.mlflow_dir / "admin_password", settings.mlflow_dir / "flask_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == (settings.mlflow_dir / "flask_secret").read_text().strip()
+
+
+def test_the_log_servers_listen_on_the_stacks_host(settings: StackSettings) -> None:
+    # Airflow's own log servers would listen on every interface: the stack runs that app on its host instead.
+    for name in ("scheduler", "triggerer"):
+        assert stack._command(settings, name)[-1] == "--skip-serve-logs"
+    assert stack._command(settings, "task-logs")[-2:] == ["127.0.0.1", str(settings.worker_log_port)]
+    assert stack._command(settings, "trigger-logs")[-2:] == ["127.0.0.1", str(settings.trigger_log_port)]
+    assert (
+        stack.airflow_env(settings, base={})["AIRFLOW__CORE__HOSTNAME_CALLABLE"]
+        == "retrainer.stack.stack_hostname"
+    )
 
 
 def test_admin_password_from_settings_is_written_for_airflow(settings: StackSettings) -> None:
