@@ -72,13 +72,45 @@ def _emit(result: Any) -> None:
 
 
 def _tracking() -> Any:
-    """The MLflow server of this process's ``MLFLOW_TRACKING_URI`` (never a default local store)."""
-    from retrainer.tracking import Tracking, TrackingError
+    """The MLflow server to use, never a default local store: ``MLFLOW_TRACKING_URI`` (from the environment or
+    ``./.env``) with its credentials, else the embedded stack's MLflow when it runs, logged in as its admin."""
+    import os
 
+    from retrainer.tracking import URI_ENV, Tracking
+
+    if os.environ.get(URI_ENV, "").strip():
+        tracking, source = Tracking.from_env(), URI_ENV
+    else:
+        from retrainer import stack
+
+        settings = stack.StackSettings.from_env()
+        tracking = stack.embedded_tracking(settings)
+        if tracking is None:
+            _fail(
+                f"no MLflow server to use: {URI_ENV} is not set (in the environment or in {Path.cwd() / '.env'}) "
+                f"and the embedded stack in {settings.state_dir} has no MLflow running; start it with `make up` "
+                f"or point {URI_ENV} (and MLFLOW_TRACKING_USERNAME/PASSWORD) at your server"
+            )
+        source = f"the embedded stack in {settings.state_dir}"
+    _check_reachable(tracking.uri, source)
+    return tracking
+
+
+def _check_reachable(uri: str, source: str) -> None:
+    """Fail at once, naming where the address came from, when an MLflow server does not answer its health check
+    (MLflow's client would retry for minutes first)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return  # a local store (tests)
     try:
-        return Tracking.from_env()
-    except TrackingError as error:
-        _fail(str(error))
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers; what it says about a request is for that request to report
+    except (urllib.error.URLError, OSError) as error:
+        _fail(f"MLflow at {uri} (from {source}) does not answer: {getattr(error, 'reason', error)}")
 
 
 def _run(step: Any, *args: Any, **kwargs: Any) -> Any:
@@ -100,6 +132,21 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
     )
     for noisy in ("great_expectations", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _read_env_file(Path.cwd() / ".env")
+
+
+def _read_env_file(path: Path) -> None:
+    """Take the settings of a ``.env`` file the environment does not set (the environment wins, as in docker
+    compose); an empty value there means unset, as in ``.env.example``."""
+    import os
+
+    if not path.is_file():
+        return
+    from dotenv import dotenv_values
+
+    for name, value in dotenv_values(path).items():
+        if value and name not in os.environ:
+            os.environ[name] = value
 
 
 @app.command("check-config")

@@ -32,11 +32,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
 import typer
+
+if TYPE_CHECKING:
+    from retrainer.tracking import Tracking
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository this package is installed from (editable install: ``include/retrainer`` lives in it)."""
@@ -720,6 +723,15 @@ def _mlflow_healthy(settings: StackSettings, client: httpx.Client) -> bool:
         return client.get(f"{settings.mlflow_url}/health").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def embedded_tracking(settings: StackSettings) -> Tracking | None:
+    """The stack's MLflow server, logged in as its admin, while it runs; None when it does not."""
+    from retrainer.tracking import Tracking
+
+    if _running(settings, MLFLOW_COMPONENT) is None:
+        return None
+    return Tracking(settings.mlflow_url, ADMIN_USERNAME, mlflow_password(settings))
 
 
 def stack_status(settings: StackSettings) -> StackStatus:
