@@ -11,6 +11,11 @@ WEEKS ?= 9
 CORRUPT_WEEK ?= 6
 DRIFT_WEEK ?= 2013-06-24
 PYTEST_ARGS ?=
+# Waits of `make run`, generous by default; raise them on a slow machine (each failure names its setting).
+STACK_TIMEOUT ?= 600
+REPLAY_TIMEOUT ?= 3600
+DRIFT_TIMEOUT ?= 900
+HTTP_TIMEOUT ?= 60
 TRAINER_IMAGE ?= retrainer/trainer
 BASE_IMAGE ?= python:3.11-slim
 CODE_VERSION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -39,16 +44,16 @@ lock: install ## Re-resolve requirements*.in into the pinned, hashed locks (inst
 
 .PHONY: run
 run: install ## Start Airflow + MLflow, replay the demo weeks, land a drifted week, print the cycle table
-	$(BIN)/retrainer stack up
+	$(BIN)/retrainer stack up --timeout $(STACK_TIMEOUT)
 	$(BIN)/retrainer demo land --config $(CONFIG) --weeks $(WEEKS) --corrupt-week $(CORRUPT_WEEK)
-	$(BIN)/retrainer demo replay --config $(CONFIG)
-	$(BIN)/retrainer demo drift --config $(CONFIG) --week $(DRIFT_WEEK)
+	$(BIN)/retrainer demo replay --config $(CONFIG) --timeout $(REPLAY_TIMEOUT) --http-timeout $(HTTP_TIMEOUT)
+	$(BIN)/retrainer demo drift --config $(CONFIG) --week $(DRIFT_WEEK) --timeout $(DRIFT_TIMEOUT) --http-timeout $(HTTP_TIMEOUT)
 	$(BIN)/retrainer report --config $(CONFIG) --reasons
 	$(BIN)/retrainer stack status
 
 .PHONY: up
 up: install ## Start the embedded stack (Airflow UI, MLflow UI) without replaying anything
-	$(BIN)/retrainer stack up
+	$(BIN)/retrainer stack up --timeout $(STACK_TIMEOUT)
 
 .PHONY: status
 status: install ## Show URLs, health and credentials of the embedded stack

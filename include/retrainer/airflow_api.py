@@ -1,7 +1,9 @@
 """A small typed client of the Airflow 3 REST API (``/api/v2``), without importing Airflow.
 
 It logs in with ``POST /auth/token`` (the simple auth manager's user and password) and sends the token as a
-bearer token; when the token expires (HTTP 401) it logs in again once.
+bearer token; when the token expires (HTTP 401) it logs in again once. Transient failures are retried with
+backoff: a connection refused or timed out for every call, a read timeout or a 502/503/504 answer for reads
+only (a write may have happened).
 
 Example:
     >>> client = AirflowClient("http://127.0.0.1:8080", "admin", password)  # doctest: +SKIP
@@ -20,12 +22,22 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import httpx
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 TERMINAL_STATES = frozenset({"success", "failed"})
 TASK_FINAL_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 log = logging.getLogger(__name__)
 _PAGE = 100  # Airflow's default [api] maximum_page_limit
+_UNAVAILABLE = frozenset({502, 503, 504})
+TIMEOUT_HINT = "on a slow machine raise the HTTP timeout (make run HTTP_TIMEOUT=120, or --http-timeout 120)"
 
 
 class AirflowApiError(RuntimeError):
@@ -38,6 +50,10 @@ class AirflowApiError(RuntimeError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class AirflowWaitTimeout(AirflowApiError):
+    """A wait on Airflow (a DAG parsed, runs or a task finished) ran out of time."""
 
 
 def _iso(value: str | date | datetime) -> str:
@@ -70,6 +86,7 @@ class AirflowClient:
         password: That user's password.
         timeout: Seconds per HTTP request.
         poll_interval: Seconds between polls of the ``wait_*`` methods.
+        attempts: Tries of a call that fails transiently, with exponential backoff between them.
     """
 
     def __init__(
@@ -80,11 +97,14 @@ class AirflowClient:
         *,
         timeout: float = 30.0,
         poll_interval: float = 2.0,
+        attempts: int = 5,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
         self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.attempts = attempts
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._token: str | None = None
 
@@ -101,9 +121,48 @@ class AirflowClient:
     # ----------------------------------------------------------------------------------------------------------
     # Transport
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, tried again while it fails transiently (see the module's docstring)."""
+        reads = method in ("GET", "HEAD")
+
+        def transient(error: BaseException) -> bool:
+            if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                return True  # the request never reached the server
+            return reads and isinstance(error, httpx.TransportError)
+
+        def note(state: RetryCallState) -> None:
+            outcome = state.outcome
+            why = outcome.exception() if outcome and outcome.failed else f"HTTP {outcome.result().status_code}"
+            log.warning(
+                "%s %s%s: %s; trying again (attempt %d)",
+                method,
+                self.base_url,
+                path,
+                why,
+                state.attempt_number + 1,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception(transient)
+            | retry_if_result(lambda r: reads and r.status_code in _UNAVAILABLE),
+            before_sleep=note,
+            retry_error_callback=lambda state: state.outcome.result(),  # the last answer, or its error
+            reraise=True,
+        )
+        try:
+            return retrying(self._http.request, method, path, **kwargs)
+        except httpx.TimeoutException as error:
+            raise AirflowApiError(
+                f"{method} {self.base_url}{path} timed out after {self.timeout:g} s ({error}): {TIMEOUT_HINT}"
+            ) from error
+
     def _login(self) -> str:
         try:
-            response = self._http.post("/auth/token", json={"username": self.username, "password": self._password})
+            response = self._send(
+                "POST", "/auth/token", json={"username": self.username, "password": self._password}
+            )
         except httpx.HTTPError as error:
             raise AirflowApiError(f"cannot reach Airflow at {self.base_url}: {error}") from error
         if response.status_code not in (200, 201):
@@ -130,7 +189,7 @@ class AirflowClient:
         token = self._token or self._login()
         for attempt in range(2):
             try:
-                response = self._http.request(
+                response = self._send(
                     method, path, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
                 )
             except httpx.HTTPError as error:
@@ -229,7 +288,7 @@ class AirflowClient:
                     if errors
                     else "no import errors reported"
                 )
-                raise AirflowApiError(f"DAG {dag_id!r} was not parsed within {timeout:.0f} s; {details}")
+                raise AirflowWaitTimeout(f"DAG {dag_id!r} was not parsed within {timeout:.0f} s; {details}")
             time.sleep(self.poll_interval)
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
@@ -395,7 +454,7 @@ class AirflowClient:
                 return finished
             if time.monotonic() > deadline:
                 states = ", ".join(f"{run.get('dag_run_id')}={run.get('state')}" for run in runs) or "no runs"
-                raise AirflowApiError(
+                raise AirflowWaitTimeout(
                     f"only {len(finished)} of {count} runs of {dag_id!r} finished "
                     f"within {timeout:.0f} s ({states})"
                 )
@@ -453,7 +512,9 @@ class AirflowClient:
             if run.get("state") in TERMINAL_STATES:
                 return run
             if time.monotonic() > deadline:
-                raise AirflowApiError(f"run {run_id} of {dag_id!r} still {run.get('state')} after {timeout:.0f} s")
+                raise AirflowWaitTimeout(
+                    f"run {run_id} of {dag_id!r} still {run.get('state')} after {timeout:.0f} s"
+                )
             time.sleep(self.poll_interval)
 
     def wait_for_task_state(
@@ -470,7 +531,7 @@ class AirflowClient:
             if task.get("state") in states:
                 return task
             if time.monotonic() > deadline:
-                raise AirflowApiError(
+                raise AirflowWaitTimeout(
                     f"task {task_id} of run {run_id} still {task.get('state')} after {timeout:.0f} s"
                 )
             if self.get_dag_run(dag_id, run_id).get("state") in TERMINAL_STATES:
@@ -514,7 +575,9 @@ class AirflowClient:
                 answered_try = try_number
                 response = self._request("PATCH", f"{path}/{map_index}/hitlDetails", json=answer).json()
             if time.monotonic() > deadline:
-                raise AirflowApiError(f"{task_id} of run {run_id} still {state} {timeout:.0f} s after the answer")
+                raise AirflowWaitTimeout(
+                    f"{task_id} of run {run_id} still {state} {timeout:.0f} s after the answer"
+                )
             time.sleep(self.poll_interval)
 
     def asset_id(self, uri: str) -> int:

@@ -61,6 +61,11 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+HttpTimeoutOption = Annotated[
+    float, typer.Option(help="Seconds per Airflow API request (transient failures are tried again).", min=1)
+]
+
+
 def _emit(result: Any) -> None:
     from pydantic import BaseModel
 
@@ -582,6 +587,7 @@ def demo_land(
 def demo_replay(
     config: ConfigOption,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all weekly runs.")] = 3600,
+    http_timeout: HttpTimeoutOption = 60,
 ) -> None:
     """Let the Airflow scheduler replay the project's weekly ticks (the stack must be up); wait for them."""
     from retrainer import replay, stack
@@ -606,10 +612,12 @@ def demo_replay(
         console.print(f"  {run['dag_run_id']}: [{colour}]{run.get('state')}[/]")
 
     try:
-        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+        with AirflowClient(
+            status.airflow_api_url, status.username, status.password or "", timeout=http_timeout
+        ) as client:
             replay.replay(client, project, timeout=timeout, on_run=_progress)
     except AirflowApiError as error:
-        _fail(str(error))
+        _fail(_with_wait_hint(error, "REPLAY_TIMEOUT", "--timeout"))
 
 
 @demo_app.command("drift")
@@ -617,6 +625,7 @@ def demo_drift(
     config: ConfigOption,
     week: Annotated[str, typer.Option(help="Monday of the week to land (default: a summer week).")] = "2013-06-24",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each run.")] = 900,
+    http_timeout: HttpTimeoutOption = 60,
 ) -> None:
     """Turn the drift monitor on and land a drifted week: watch the alert start a retrain by itself."""
     from retrainer import replay, stack
@@ -631,15 +640,28 @@ def demo_drift(
     except ValueError:
         _fail(f"--week {week!r} is not a date like 2013-06-24")
     try:
-        with AirflowClient(status.airflow_api_url, status.username, status.password or "") as client:
+        with AirflowClient(
+            status.airflow_api_url, status.username, status.password or "", timeout=http_timeout
+        ) as client:
             result = replay.drift_demo(
                 client, project, monday, timeout, on_step=lambda line: console.print("  " + line)
             )
-    except (AirflowApiError, ValueError) as error:
+    except AirflowApiError as error:
+        _fail(_with_wait_hint(error, "DRIFT_TIMEOUT", "--timeout"))
+    except ValueError as error:
         _fail(str(error))
     retrain = result.get("retrain")
     if retrain is not None and retrain.get("state") != "success":
         _fail(f"the drift-triggered retrain {retrain['dag_run_id']} ended {retrain.get('state')}")
+
+
+def _with_wait_hint(error: Exception, make_variable: str, option: str) -> str:
+    """The error, and for a wait that ran out of time, which setting gives it more."""
+    from retrainer.airflow_api import AirflowWaitTimeout
+
+    if isinstance(error, AirflowWaitTimeout):
+        return f"{error} (on a slow machine wait longer: make run {make_variable}=..., or {option})"
+    return str(error)
 
 
 def main() -> None:

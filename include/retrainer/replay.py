@@ -71,7 +71,7 @@ def replay(
     """
     dag_id = dag_id_of(config)
     expected = len(scheduled_ticks(config))
-    client.wait_until_dag_parsed(dag_id, timeout=180)
+    client.wait_until_dag_parsed(dag_id, timeout=timeout)
     client.unpause(dag_id)
     return client.wait_for_dag_runs(dag_id, expected, timeout, run_type="scheduled", on_finished=on_run)
 
@@ -82,12 +82,12 @@ def _next_run(
     """Wait for run number ``seen + 1`` of a DAG to be created, then for it to finish."""
     import time
 
-    from retrainer.airflow_api import AirflowApiError
+    from retrainer.airflow_api import AirflowWaitTimeout
 
     deadline = time.monotonic() + timeout
     while len(runs := client.list_dag_runs(dag_id, run_type=run_type)) <= seen:
         if time.monotonic() > deadline:
-            raise AirflowApiError(f"no new run of {dag_id!r} within {timeout:.0f} s")
+            raise AirflowWaitTimeout(f"no new run of {dag_id!r} within {timeout:.0f} s")
         time.sleep(client.poll_interval)
     return client.wait_for_dag_run(dag_id, runs[-1]["dag_run_id"], timeout=timeout)
 
@@ -124,7 +124,7 @@ def drift_demo(
         say(reason)
         return {"skipped": reason}
     monitor, retrain = f"monitor_{config.name}", dag_id_of(config)
-    client.wait_until_dag_parsed(monitor, timeout=180)
+    client.wait_until_dag_parsed(monitor, timeout=timeout)
     monitor_seen = len(client.list_dag_runs(monitor))
     alerts_seen = len(client.list_dag_runs(retrain, run_type="asset_triggered"))
     client.unpause(monitor)

@@ -795,7 +795,8 @@ def _wait_healthy(settings: StackSettings, deadline: float) -> None:
                     waiting.append("MLflow (GET /health does not answer 200)")
                 raise StackError(
                     f"the stack did not become healthy in time; still waiting for {' and '.join(waiting)}; "
-                    f"logs in {settings.log_dir}"
+                    f"logs in {settings.log_dir}. On a slow machine wait longer: make run STACK_TIMEOUT=1200, "
+                    "or retrainer stack up --timeout 1200"
                 )
             time.sleep(1.0)
 
@@ -931,10 +932,15 @@ def _render(status: StackStatus) -> None:
 
 
 @cli.command("up")
-def _up(timeout: float = typer.Option(180, help="Seconds to wait for health.")) -> None:
+def _up(timeout: float = typer.Option(600, help="Seconds to wait for health.", min=1)) -> None:
     """Start the stack (or what is missing of it) and print the URLs and login."""
+    from rich.console import Console
+
     try:
-        status = start_stack(StackSettings.from_env(), timeout=timeout)
+        with Console(stderr=True).status(
+            f"starting the stack and waiting for it to be healthy (up to {timeout:g} s)"
+        ):
+            status = start_stack(StackSettings.from_env(), timeout=timeout)
     except StackError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(1) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from retrainer.airflow_api import AirflowApiError, AirflowClient
+from retrainer.airflow_api import AirflowApiError, AirflowClient, AirflowWaitTimeout
 
 LOCKED = {"detail": "Database is locked. Backfill creation is not supported on SQLite under concurrent access."}
 
@@ -93,5 +93,64 @@ def test_an_answer_the_task_never_takes_fails_after_the_timeout() -> None:
     waiting = {"state": "awaiting_input", "try_number": 1}
     client, _ = _client([(200, waiting), (200, {}), (200, {"state": "queued"})])
     client.poll_interval = 0
-    with pytest.raises(AirflowApiError, match="approve of run run_1 still queued"):
+    with pytest.raises(AirflowWaitTimeout, match="approve of run run_1 still queued"):
         client.respond("retrain_x", "run_1", "approve", ["Approve"], timeout=0.05)
+
+
+def _flaky(failures: list[Exception | int]) -> tuple[AirflowClient, list[str]]:
+    """A client whose calls first meet ``failures`` (an exception raised, or an HTTP status), then succeed."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        calls.append(request.method)
+        if len(calls) <= len(failures):
+            failure = failures[len(calls) - 1]
+            if isinstance(failure, Exception):
+                raise failure
+            return httpx.Response(failure, json={"detail": "busy"})
+        return httpx.Response(200, json={"dag_run_id": "r1", "dags": []})
+
+    client = AirflowClient("http://airflow", "admin", "pw", attempts=3)
+    client._http = httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(handle))
+    return client, calls
+
+
+def test_a_read_is_tried_again_after_a_refused_connection_a_read_timeout_and_a_503() -> None:
+    refused, slow = httpx.ConnectError("refused"), httpx.ReadTimeout("slow")
+    for failure in (refused, slow, 503):
+        client, calls = _flaky([failure, failure])
+        assert client._get_json("/api/v2/dags") == {"dag_run_id": "r1", "dags": []}
+        assert calls == ["GET"] * 3, failure
+
+
+def test_a_write_is_tried_again_only_when_it_never_reached_the_server() -> None:
+    client, calls = _flaky([httpx.ConnectError("refused")])
+    assert client.trigger("d") == "r1" and calls == ["POST", "POST"]
+    client, calls = _flaky([503])  # it may have happened: no second run
+    with pytest.raises(AirflowApiError, match="HTTP 503"):
+        client.trigger("d")
+    assert calls == ["POST"]
+    client, calls = _flaky([httpx.ReadTimeout("slow")])
+    with pytest.raises(AirflowApiError, match=r"timed out after 30 s .*make run HTTP_TIMEOUT="):
+        client.trigger("d")
+    assert calls == ["POST"]
+
+
+def test_a_read_that_keeps_failing_gives_up_after_its_attempts_naming_the_setting() -> None:
+    client, calls = _flaky([httpx.ReadTimeout("slow")] * 5)
+    with pytest.raises(AirflowApiError, match=r"GET http://airflow/api/v2/dags timed out .*HTTP_TIMEOUT"):
+        client._get_json("/api/v2/dags")
+    assert calls == ["GET"] * 3
+
+
+def test_a_wait_that_runs_out_says_which_make_setting_gives_it_more() -> None:
+    from retrainer.cli import _with_wait_hint
+
+    waited = AirflowWaitTimeout("no new run of 'retrain' within 900 s")
+    assert _with_wait_hint(waited, "DRIFT_TIMEOUT", "--timeout").endswith(
+        "(on a slow machine wait longer: make run DRIFT_TIMEOUT=..., or --timeout)"
+    )
+    refused = AirflowApiError("POST /api/v2/dags/x/dagRuns answered HTTP 409", 409)
+    assert _with_wait_hint(refused, "DRIFT_TIMEOUT", "--timeout") == str(refused)
