@@ -218,10 +218,12 @@ class ProductionStack:
         workers: The Celery workers.
         log_dir: Folder of the process logs.
         logs: Log file of each process and one-shot command, by name.
-        pids: Process id of each long-running process, by name.
+        pids: Process id of each long-running process, by name (live: a process started again has its new one).
         control_env: Environment of the control plane's processes (to run ``airflow`` commands against it).
         statsd_address: Where Airflow sends StatsD metrics (host, port).
         statsd_log: File holding every StatsD line received, one per line.
+        control: The launcher that runs the processes (what :meth:`kill`, :meth:`start_again` and
+            :meth:`supervise` act through).
     """
 
     run_id: str
@@ -254,6 +256,26 @@ class ProductionStack:
     control_env: Mapping[str, str] = field(repr=False)
     statsd_address: tuple[str, int] | None
     statsd_log: Path | None
+    control: _Launcher = field(repr=False, compare=False)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process of the stack (``scheduler``, ``postgres``, ``worker-1``...) and all it started, as a
+        crash would; it stays down until :meth:`start_again`."""
+        self.control.kill(name)
+
+    def start_again(self, name: str) -> int:
+        """Start a killed process again, the way it was started first (the same data); returns its new pid."""
+        return self.control.start_again(name)
+
+    def supervise(self) -> None:
+        """From now on, start again every process that exits by itself, as ``restart: unless-stopped`` does."""
+        self.control.supervise()
+
+    @property
+    def restarts(self) -> tuple[str, ...]:
+        """The processes the supervisor started again after they exited, with their exit codes, in order."""
+        with self.control.lock:
+            return tuple(self.control.restarts)
 
     @property
     def worker_ips(self) -> tuple[str, ...]:
@@ -584,6 +606,11 @@ class _Process:
     # The servers that shut down by themselves get the signal alone; the others their whole process group.
     stop_signal: int = signal.SIGTERM
     signal_group: bool = True
+    # How it was started: a process that was killed, or that crashed under supervision, starts the same way.
+    command: list[str] = field(default_factory=list)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    cwd: Path = Path(".")
+    user: str | None = None
 
 
 def _stop(processes: list[_Process], timeout: float) -> None:
@@ -716,6 +743,12 @@ class _Launcher:
         self.statsd: _StatsdSink | None = None
         self.workers: list[Worker] = []
         self.bridge_made = False
+        self.pids: dict[str, int] = {}  # live: a process started again gets its new pid here
+        self.restarts: list[str] = []
+        self.held_down: set[str] = set()
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
 
@@ -769,8 +802,11 @@ class _Launcher:
             create_time = psutil.Process(popen.pid).create_time()
         except psutil.Error:
             create_time = time.time()
-        process = _Process(name, popen, log_path, create_time, stop_signal, signal_group)
+        process = _Process(
+            name, popen, log_path, create_time, stop_signal, signal_group, list(command), dict(env), cwd, user
+        )
         self.processes.append(process)
+        self.pids[name] = popen.pid
         self._save_record()
         return process
 
@@ -829,6 +865,69 @@ class _Launcher:
             if time.monotonic() > deadline:
                 raise ProductionStackError(f"{what} was not ready in time; logs in {self.log_dir}")
             time.sleep(interval)
+
+    # -- faults: a process killed, started again, or restarted by a supervisor -----------------------------------
+
+    def _named(self, name: str) -> _Process:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(f"no process named {name!r}; the stack runs {[p.name for p in self.processes]}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process and everything it started, as a crash would; it stays down until :meth:`start_again`
+        (the supervisor leaves it alone)."""
+        with self.lock:
+            process = self._named(name)
+            self.held_down.add(name)
+        victims: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(process.popen.pid)
+            victims = [parent, *parent.children(recursive=True)]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        for victim in victims:  # a child that left the process group goes too
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+        psutil.wait_procs(victims, timeout=10)
+        process.popen.wait(timeout=10)
+        with process.log.open("ab") as log:
+            log.write(f"=== {time.strftime('%H:%M:%S')} killed (SIGKILL) by the test\n".encode())
+
+    def start_again(self, name: str) -> int:
+        """Start a process that was killed or that exited, the way it was started first; returns its new pid."""
+        with self.lock:
+            old = self._named(name)
+            if old.popen.poll() is None:
+                raise ProductionStackError(f"{name} is still running (pid {old.popen.pid})")
+            self.processes.remove(old)
+            new = self._spawn(
+                name, old.command, old.env, old.cwd, user=old.user, stop_signal=old.stop_signal,
+                signal_group=old.signal_group,
+            )  # fmt: skip
+            self.held_down.discard(name)
+            return new.popen.pid
+
+    def supervise(self, interval: float = 1.0) -> None:
+        """From now on, start again every long-running process that exits (not one a test killed), as a service
+        manager with ``restart: unless-stopped`` does in production; each restart is listed in ``restarts``."""
+        with self.lock:
+            if self.supervisor is not None:
+                return
+
+            def loop() -> None:
+                while not self.stopping.wait(interval):
+                    with self.lock:
+                        down = [p for p in self.processes if p.popen.poll() is not None]
+                        exited = [p for p in down if p.name not in self.held_down]
+                        for process in exited:
+                            self.restarts.append(f"{process.name} (exit {process.popen.returncode})")
+                            with process.log.open("ab") as log:
+                                log.write(f"=== {time.strftime('%H:%M:%S')} exited: started again\n".encode())
+                            self.start_again(process.name)
+
+            self.supervisor = threading.Thread(target=loop, name="stack-supervisor", daemon=True)
+            self.supervisor.start()
 
     # -- network -----------------------------------------------------------------------------------------------
 
@@ -1318,6 +1417,7 @@ class _Launcher:
         )
         # One-shot: it exits by itself, which _check_alive would call a crash; stop() still ends it if need be.
         self.processes.remove(importer)
+        self.pids.pop(importer.name)
         self.one_shots.append(importer)
         for name, command in (
             ("api-server", [airflow_bin, "api-server", "--host", self.host_ip, "--port", str(api_port)]),
@@ -1397,7 +1497,8 @@ class _Launcher:
             workers=tuple(self.workers),
             log_dir=self.log_dir,
             logs=MappingProxyType(dict(self.logs)),
-            pids=MappingProxyType({p.name: p.popen.pid for p in self.processes}),
+            pids=MappingProxyType(self.pids),
+            control=self,
             control_env=MappingProxyType(dict(env)),
             statsd_address=self.statsd.address,
             statsd_log=self.statsd.path,
@@ -1406,6 +1507,9 @@ class _Launcher:
     def stop(self) -> None:
         """Undo everything :meth:`start` did, as far as it got; raise at the end if something could not be."""
         failures: list[str] = []
+        self.stopping.set()  # the supervisor must not start again what is stopped here
+        if self.supervisor is not None:
+            self.supervisor.join(timeout=30)
 
         def attempt(what: str, action: Callable[[], None]) -> None:
             try:
