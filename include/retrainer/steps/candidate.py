@@ -251,9 +251,9 @@ def _log_candidate(
     """Log the candidate run: tags, parameters, metrics, the window's batches, the config and the model."""
     import mlflow
 
-    from retrainer import modeling, training
+    from retrainer import experiments, modeling, training
 
-    mlflow.set_experiment(config.name)
+    experiments.use_experiment(config)
     # The lease says "this run is being logged" to the next train step: released (or dead) means abandoned.
     attempt = lease or secrets.token_hex(8)
     held = (
@@ -266,7 +266,8 @@ def _log_candidate(
             wait_s=0,
         )
     )
-    with held, mlflow.start_run(run_name=f"{cycle_id} candidate", tags={training.LEASE_TAG: attempt}) as run:
+    name = experiments.run_name([record.batch_id for record in records], "candidate")
+    with held, mlflow.start_run(run_name=name, tags={training.LEASE_TAG: attempt}) as run:
         mlflow.set_tags(tags)
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)

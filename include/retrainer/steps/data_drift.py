@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from retrainer import storage
+from retrainer import experiments, storage
 from retrainer.catalog import Catalog, CatalogError
 from retrainer.steps.common import TAG, StepResult, champion_version, safe_id, window_of_run
 
@@ -103,9 +103,9 @@ def _drift(
             log.warning("drift not computed: %s", error)
             return DriftOutcome(status="failed", summary=f"drift not computed: {error}")
         uris = storage.upload_folder(Path(tmp), storage.join(catalog.reports, safe_id(cycle_id), "drift"))
-        mlflow.set_experiment(config.name)
+        experiments.use_experiment(config)
         summary = result.summary
-        with mlflow.start_run(run_name=f"{cycle_id} drift") as run:
+        with mlflow.start_run(run_name=experiments.run_name(batch_ids, "drift")) as run:
             mlflow.set_tags(
                 {
                     f"{TAG}kind": "drift",
