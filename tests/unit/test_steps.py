@@ -448,22 +448,41 @@ def test_rollback_moves_the_champion_back_and_tags_both_versions(
 
     result = steps.rollback(project.config, _tracking(), reason="bad predictions in production", by="on-call")
 
-    assert result.to_json() == {
+    assert result.model_dump(exclude={"at", "record_uri"}) == {
         "model": "rollback",
         "from_version": "2",
         "to_version": "1",
         "reason": "bad predictions in production",
+        "by": "on-call",
     }
+    assert storage.exists(result.record_uri) and result.at is not None
     assert _champion("rollback") == "1"
     rolled_back, restored = _version_tags("rollback", "2"), _version_tags("rollback", "1")
     assert rolled_back[f"{TAG}rollback_reason"] == "bad predictions in production"
-    assert rolled_back[f"{TAG}rolled_back_at"]
+    assert rolled_back[f"{TAG}rolled_back_at"] == result.at.isoformat()
+    assert rolled_back[f"{TAG}rolled_back_to"] == "1"
     assert restored[f"{TAG}restored_at"] == rolled_back[f"{TAG}rolled_back_at"]
     assert restored[f"{TAG}decision"] == "promoted"  # its original decision is kept
+    # The registry's version list says it in words: no longer "promoted" alone.
+    described = _client().get_model_version("rollback", "2").description
+    assert described.startswith(f"rolled back on {result.at.isoformat()} (v1 is champion again): bad predictions")
+    assert described.endswith(" | before: promoted: " + strong.decision["reason"])
+    assert _client().get_model_version("rollback", "1").description.startswith("champion again since ")
+    # retrainer report has a row for it (these cycles ran without a cycle record).
+    rows = steps.cycle_table(project.config)
+    assert [row.decision for row in rows] == ["rolled_back"]
+    assert rows[-1].reason == "v2 -> v1: bad predictions in production" and rows[-1].trigger == "on-call"
     with pytest.raises(RuntimeError, match="replaced no earlier champion"):
         steps.rollback(project.config, _tracking())  # v1 was the first champion
     steps.rollback(project.config, _tracking(), to_version="2", reason="false alarm")
     assert _champion("rollback") == "2"
+    # A second rollback keeps the gate's words once, not every earlier rollback's.
+    described = _client().get_model_version("rollback", "2").description
+    assert described.startswith("champion again since ") and described.count(" | before: ") == 1
+    assert [row.reason for row in steps.cycle_table(project.config)][-2:] == [
+        "v2 -> v1: bad predictions in production",
+        "v1 -> v2: false alarm",
+    ]
 
     moves = steps.alias_history(project.config, _tracking())
     assert [(m.sequence, m.action, m.from_version, m.to_version) for m in moves] == [

@@ -38,14 +38,8 @@ from retrainer.steps.records import (
     error_of,
     record_cycle,
 )
-from retrainer.steps.registry import (
-    DecisionRecord,
-    RollbackResult,
-    alias_history,
-    conclude_approval,
-    promote,
-    rollback,
-)
+from retrainer.steps.registry import DecisionRecord, alias_history, conclude_approval, promote
+from retrainer.steps.rollback import RollbackResult, read_rollbacks, rollback
 from retrainer.steps.serving import ServingCheck, serving_check, serving_check_of_run
 from retrainer.steps.shadow import ShadowOutcome, shadow_evaluation
 from retrainer.steps.validation import ValidationResult, validate
@@ -92,6 +86,7 @@ __all__ = [
     "load_model",
     "parse_cutoff",
     "promote",
+    "read_rollbacks",
     "record_cycle",
     "rollback",
     "run_cycle",

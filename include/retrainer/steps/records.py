@@ -18,6 +18,7 @@ from retrainer.steps.evaluation import Evaluation
 from retrainer.steps.gating import GateOutcome, last_alert_retrain_uri
 from retrainer.steps.ingestion import IngestResult
 from retrainer.steps.registry import DecisionRecord
+from retrainer.steps.rollback import read_rollbacks
 from retrainer.steps.validation import ValidationResult
 
 if TYPE_CHECKING:
@@ -282,6 +283,23 @@ def cycle_table(config: ProjectConfig) -> list[CycleRow]:
                 decision=record.outcome,
                 reason=record.decision.reason if record.decision else (record.error or ""),
                 cutoff=record.cutoff,
+            )
+        )
+    for rollback in read_rollbacks(config):  # an event of its own: when, who, from which version to which
+        when = rollback.at.isoformat() if rollback.at else "-"
+        rows.append(
+            CycleRow(
+                cycle=f"rollback v{rollback.from_version} -> v{rollback.to_version}",
+                trigger=rollback.by or "manual",
+                week="-",
+                validation="-",
+                drift_share=None,
+                champion=None,
+                candidate=None,
+                difference="-",
+                decision="rolled_back",
+                reason=f"v{rollback.from_version} -> v{rollback.to_version}: {rollback.reason}",
+                cutoff=when,
             )
         )
     return sorted(rows, key=lambda r: (r.cutoff, r.cycle))

@@ -86,15 +86,6 @@ class DecisionRecord(Decision, StepResult):
         return "awaiting_approval" if self.awaiting_approval else self.verdict.value
 
 
-class RollbackResult(StepResult):
-    """Where ``@champion`` moved back from and to, and why."""
-
-    model: str
-    from_version: str
-    to_version: str
-    reason: str
-
-
 def champion_lock(config: ProjectConfig) -> str:
     """The project's lease on its ``@champion`` alias: promote and rollback move it one at a time."""
     return storage.join(config.data.root_uri, "locks", "champion.json")
@@ -558,65 +549,6 @@ def write_tally(client: MlflowClient, config: ProjectConfig, run_id: str, tally:
     client.log_dict(run_id, tally.model_dump(mode="json"), TALLY_ARTIFACT)  # leaves the run's status alone
     client.set_model_version_tag(
         config.model_name, tally.challenger_version, TALLY_TAG, tally.text(config.promotion.shadow)
-    )
-
-
-def rollback(
-    config: ProjectConfig,
-    tracking: Tracking,
-    to_version: str | None = None,
-    reason: str = "manual rollback",
-    *,
-    by: str | None = None,
-    lock_wait_s: float = 300.0,
-) -> RollbackResult:
-    """Move ``@champion`` back: to ``to_version``, or to the champion the current one replaced.
-
-    Both versions are tagged with the rollback, and the move is appended to the alias history.
-
-    Args:
-        by: Who rolls back (a person, or the Airflow run); default: this process.
-
-    Raises:
-        RuntimeError: There is no champion, or no earlier champion to go back to.
-    """
-    from mlflow.exceptions import MlflowException
-
-    owner = locks.default_owner("rollback")
-    with locks.held(champion_lock(config), owner, wait_s=lock_wait_s), tracking.active():
-        client = tracking.client()
-        current = champion_version(client, config)
-        if current is None:
-            raise RuntimeError(f"{config.model_name} has no champion to roll back")
-        target = to_version or current.tags.get(f"{TAG}previous_champion")
-        if not target or target == "none":
-            raise RuntimeError(
-                f"v{current.version} of {config.model_name} replaced no earlier champion; name --to-version"
-            )
-        if str(target) == str(current.version):
-            raise RuntimeError(f"v{target} of {config.model_name} is already the champion: nothing to roll back")
-        try:
-            client.get_model_version(config.model_name, target)
-        except MlflowException:
-            raise RuntimeError(f"{config.model_name} has no version {target} to roll back to") from None
-        when = datetime.now(UTC).isoformat(timespec="seconds")
-        client.set_registered_model_alias(config.model_name, CHAMPION, target)
-        history.append_move(
-            client,
-            config.model_name,
-            alias=CHAMPION,
-            from_version=str(current.version),
-            to_version=str(target),
-            action="rollback",
-            by=by or owner,
-            reason=reason,
-        )
-        client.set_model_version_tag(config.model_name, current.version, f"{TAG}rolled_back_at", when)
-        client.set_model_version_tag(config.model_name, current.version, f"{TAG}rollback_reason", reason)
-        client.set_model_version_tag(config.model_name, target, f"{TAG}restored_at", when)
-        client.set_model_version_tag(config.model_name, target, f"{TAG}restore_reason", reason)
-    return RollbackResult(
-        model=config.model_name, from_version=str(current.version), to_version=str(target), reason=reason
     )
 
 
