@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.timetables.events import EventsTimetable
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from retrainer.config import ProjectConfig
@@ -265,6 +266,23 @@ def _failure_callbacks(project: ProjectConfig) -> list[Any]:
     ]
 
 
+def _timetable(project: ProjectConfig) -> Any:
+    """The project's cron; with an end date, its ticks up to that date, listed (runs by hand stay possible)."""
+    import pendulum
+
+    from retrainer.schedule import cron_ticks
+
+    schedule = project.schedule
+    if schedule.end_date is None:
+        return CronTriggerTimetable(schedule.cron, timezone="UTC")
+    ticks = cron_ticks(schedule.cron, schedule.start_date, schedule.end_date, limit=10_000)
+    return EventsTimetable(
+        [pendulum.instance(tick) for tick in ticks],
+        presorted=True,
+        description=f"{schedule.cron} (UTC) from {schedule.start_date:%Y-%m-%d} to {schedule.end_date:%Y-%m-%d}",
+    )
+
+
 def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
     """The weekly retraining DAG of one project."""
     path = str(config_path)
@@ -278,11 +296,10 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
         dag_id=f"retrain_{project.name}",
         description=f"Weekly retraining of {project.model_name}: validate, drift, train, evaluate, promote",
         # Weekly, or at once when a drift alert arrives (REST API or the project's alert inbox).
-        schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable(project.schedule.cron, timezone="UTC"), assets=drift_alert(project)
-        ),
+        schedule=AssetOrTimeSchedule(timetable=_timetable(project), assets=drift_alert(project)),
         start_date=project.schedule.start_date,
-        end_date=project.schedule.end_date,
+        # No end_date: Airflow would create no task of a run after it, so the trigger form (a run at "now")
+        # did nothing on a project whose schedule has ended. The timetable holds the end instead.
         catchup=project.schedule.catchup,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -311,18 +328,24 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             "force": Param(False, type="boolean", description="Retrain even when no new batch was accepted."),
             "dry_run": Param(False, type="boolean", description="Evaluate and decide, but register nothing."),
             "window_batches": Param(
-                None, type=["null", "integer"], minimum=1, description="Override window.batches for this run."
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Batches in the training window, e.g. 4 (empty: the project's window.batches).",
             ),
             "max_train_rows": Param(
                 None,
                 type=["null", "integer"],
                 minimum=1,
-                description="Train on a sample of at most this many rows.",
+                description="Train on a sample of at most this many rows, e.g. 50000 (empty: every row).",
             ),
             "cutoff": Param(
                 None,
                 type=["null", "string"],
-                description="ISO time: only batches ended by then (default: interval end).",
+                description=(
+                    "ISO time, e.g. 2013-01-21T03:00:00+00:00: train on the batches whose week ended by then "
+                    "(empty: the run's tick, or now for a run started by hand)."
+                ),
             ),
         },
         render_template_as_native_obj=True,

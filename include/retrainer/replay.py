@@ -29,24 +29,17 @@ def scheduled_ticks(config: ProjectConfig, now: datetime | None = None) -> list[
     Raises:
         ValueError: The schedule does not catch up or has no end, so a replay would never finish.
     """
-    from croniter import croniter
+    from retrainer.schedule import cron_ticks
 
     schedule = config.schedule
     if not schedule.catchup:
         raise ValueError(f"project {config.name}: schedule.catchup is false, the scheduler replays nothing")
     end = min(schedule.end_date or datetime.max.replace(tzinfo=UTC), now or datetime.now(UTC))
-    ticks = []
-    it = croniter(schedule.cron, schedule.start_date)
-    if croniter.match(schedule.cron, schedule.start_date):
-        ticks.append(schedule.start_date)
-    while True:
-        tick = it.get_next(datetime)
-        if tick > end:
-            break
-        ticks.append(tick)
-        if len(ticks) > 520:
-            raise ValueError(f"project {config.name}: more than 520 weekly ticks to replay; set schedule.end_date")
-    return ticks
+    try:
+        return cron_ticks(schedule.cron, schedule.start_date, end, limit=520)
+    except ValueError:
+        message = f"project {config.name}: more than 520 weekly ticks to replay; set schedule.end_date"
+        raise ValueError(message) from None
 
 
 def replay(

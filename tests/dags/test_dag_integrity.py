@@ -23,6 +23,17 @@ def _dagbag(folder: Path = REPO / "dags"):
     return DagBag(dag_folder=str(folder))
 
 
+def _dag_module() -> Any:
+    """``dags/retrain_weekly.py`` as a module (its ``build_dag``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("retrain_weekly_under_test", REPO / "dags" / "retrain_weekly.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def dagbag():
     return _dagbag()
@@ -135,12 +146,15 @@ def test_monitor_dag_runs_when_batches_land_and_emits_the_drift_alert(dagbag) ->
 
 def test_schedule_is_weekly_cron_or_a_drift_alert(dagbag) -> None:
     from airflow.sdk import AssetOrTimeSchedule
-    from airflow.timetables.trigger import CronTriggerTimetable
+    from airflow.timetables.events import EventsTimetable
 
     dag = dagbag.dags["retrain_flights_arr_delay"]
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
-    assert isinstance(dag.timetable.timetable, CronTriggerTimetable)
-    assert dag.timetable.timetable._expression == "0 3 * * 1"
+    # The demo's schedule has ended: its weekly ticks, listed, are the time part.
+    assert isinstance(dag.timetable.timetable, EventsTimetable)
+    ticks = [tick.isoformat() for tick in dag.timetable.timetable.event_dates]
+    assert ticks[0] == "2013-01-14T03:00:00+00:00" and ticks[-1] == "2013-03-11T03:00:00+00:00" and len(ticks) == 9
+    assert dag.timetable.timetable.summary == "0 3 * * 1 (UTC) from 2013-01-08 to 2013-03-11"
     alert = dag.timetable.asset_condition
     assert alert.name == "drift_alert_flights_arr_delay"
     [watcher] = alert.watchers
@@ -297,3 +311,34 @@ def test_shadow_mode_judges_the_challenger_in_the_monitor_after_the_labels_attac
     assert "**Shadow** (`promotion.mode: shadow`)" in dag.doc_md and "2 won batches make it champion" in dag.doc_md
     # The demo's monitor (mode: enabled) has no shadow task.
     assert "shadow" not in dagbag.dags["monitor_flights_arr_delay"].task_ids
+
+
+def test_a_run_by_hand_after_the_schedule_ended_gets_its_tasks(dagbag) -> None:
+    """The trigger form starts a run at "now": no end date may keep Airflow from creating its tasks, while the
+    scheduler still stops at the schedule's end."""
+    from datetime import UTC, datetime
+
+    import pendulum
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    dag = dagbag.dags["retrain_flights_arr_delay"]
+    assert dag.end_date is None
+    assert all(task.end_date is None for task in dag.tasks), [t.task_id for t in dag.tasks if t.end_date]
+    timetable = dag.timetable.timetable
+    now = pendulum.instance(datetime.now(UTC))
+    assert timetable.infer_manual_data_interval(run_after=now) == DataInterval.exact(now)
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+    last = DataInterval.exact(pendulum.datetime(2013, 3, 11, 3, tz="UTC"))
+    assert timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction) is None
+
+
+def test_a_schedule_without_an_end_is_the_cron_itself(tmp_path) -> None:
+    import yaml
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    from retrainer.config import parse_config
+
+    raw = yaml.safe_load((REPO / "projects" / "flights.yaml").read_text())
+    raw["schedule"] = {"cron": "0 3 * * 1", "start_date": "2013-01-08", "catchup": False}
+    dag = _dag_module().build_dag(tmp_path / "p.yaml", parse_config(raw, REPO / "projects"))
+    assert isinstance(dag.timetable.timetable, CronTriggerTimetable) and dag.end_date is None
