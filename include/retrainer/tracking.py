@@ -26,6 +26,7 @@ REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class TrackingError(ValueError):
@@ -82,18 +83,21 @@ class Tracking:
         """Make MLflow's module-level API talk to this server until the block ends, then restore the previous.
 
         MLflow keeps the URIs in module globals and mirrors them into ``MLFLOW_TRACKING_URI`` and
-        ``MLFLOW_REGISTRY_URI``; both, and the credential variables, are put back as they were.
+        ``MLFLOW_REGISTRY_URI``; both, the credential variables and the artifact progress bar (off inside), are
+        put back as they were.
         """
         import mlflow
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
-        names = (URI_ENV, REGISTRY_ENV, USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV)
+        names = (URI_ENV, REGISTRY_ENV, USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV, PROGRESS_BAR_ENV)
         saved_env = {name: os.environ.get(name) for name in names}
         saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
         for name in (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV):
             os.environ.pop(name, None)
         os.environ.update(self.credentials())
+        # A step's log is read by people (Airflow's task log): no progress bar redrawn per artifact.
+        os.environ[PROGRESS_BAR_ENV] = "false"
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         try:

@@ -288,6 +288,9 @@ def _log_candidate(
             signature=_signature(config, sample, modeling.predict_for_metric(model, sample, config.task)),
             input_example=sample,
             pip_requirements=_pip_requirements(config),
+            # MLflow would load the model back to check the example, which pickle-off refuses (a warning in
+            # every train log); the serving check loads it the platform's way.
+            validate_serving_input=False,
         )
         mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
         mlflow.set_tag(trusted_models.SHA256_TAG, _logged_digest(info.model_uri))

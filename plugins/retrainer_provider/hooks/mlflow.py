@@ -63,9 +63,27 @@ class MlflowHook(BaseHook):
         return Tracking(host, conn.login or None, conn.password or None, token or None)
 
     def get_tracking(self) -> Tracking:
-        """The server, for the platform's steps."""
+        """The server, for the platform's steps (MLflow's own log lines go to the task log at their level)."""
+        route_mlflow_logs()
         return self.tracking
 
     def get_conn(self) -> MlflowClient:
         """A client of the server's tracking store and registry (use it inside ``get_tracking().active()``)."""
         return self.tracking.client()
+
+
+def route_mlflow_logs() -> None:
+    """Hand MLflow's log records to the task's logging (the root logger), at their own level.
+
+    On import MLflow gives its ``mlflow`` logger a handler of its own on stderr and stops propagation; Airflow
+    shows whatever a task writes to stderr as ERROR lines, so "Created version '3'" looked like a failure.
+    """
+    import logging
+
+    import mlflow  # noqa: F401  it configures its logger when imported: undo that after, not before
+
+    logger = logging.getLogger("mlflow")
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler):
+            logger.removeHandler(handler)
+    logger.propagate = True
