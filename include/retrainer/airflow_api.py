@@ -491,14 +491,17 @@ class AirflowClient:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The text of one task try's log (what the Airflow UI shows)."""
+        return "\n".join(_log_line(item) for item in self.task_log_entries(dag_id, run_id, task_id, try_number))
+
+    def task_log_entries(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[Any]:
+        """One task try's log as Airflow keeps it: structured entries (``event``, ``level``, ``logger``...), or
+        lines of text where the log is not structured."""
         body = self._get_json(
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
             params={"full_content": "true"},
         )
         content = body.get("content", "")
-        if isinstance(content, list):
-            return "\n".join(_log_line(item) for item in content)
-        return str(content)
+        return content if isinstance(content, list) else str(content).splitlines()
 
     def wait_for_dag_run(self, dag_id: str, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Wait until one run is ``success`` or ``failed`` and return it.

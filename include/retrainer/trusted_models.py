@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -110,7 +111,7 @@ def verify_folder(
     Raises:
         UntrustedModelError: It is not a skops model, its digest differs, or it needs untrusted types.
     """
-    import skops.io
+    skops_io = skops()
 
     flavor = _sklearn_flavor(folder / "MLmodel", source)
     if flavor.get("serialization_format") != "skops":
@@ -128,7 +129,7 @@ def verify_folder(
             f"{source} changed since it was trained (sha256 {found[:12]}…, recorded {expected_sha256[:12]}…)"
         )
     model_file = folder / flavor["pickled_model"]
-    types = skops.io.get_untrusted_types(file=model_file)  # reads the schema, runs nothing
+    types = skops_io.get_untrusted_types(file=model_file)  # reads the schema, runs nothing
     check_types(types, packages, source)
     return VerifiedModel(model_file, types)
 
@@ -167,6 +168,16 @@ def expected_digest(client: MlflowClient, uri: str) -> str | None:
     return tags.get(SHA256_TAG)
 
 
+def skops() -> Any:
+    """``skops.io``, imported without a flood of warnings: on import it looks every SciPy ufunc up in every
+    loaded module (``pickle.whichmodule``), and in a task each of Airflow's deprecated modules answers with a
+    FutureWarning (1,160 lines at the top of the evaluate log)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import skops.io
+    return skops.io
+
+
 def load(client: MlflowClient, uri: str, estimator_class: str) -> Any:
     """Download the model at ``uri``, check it (see the module), and deserialise it with skops.
 
@@ -174,10 +185,10 @@ def load(client: MlflowClient, uri: str, estimator_class: str) -> Any:
         UntrustedModelError: The model is refused; nothing of it was deserialised.
     """
     import mlflow
-    import skops.io
 
+    skops_io = skops()
     expected = expected_digest(client, uri)
     with tempfile.TemporaryDirectory(prefix="retrainer-model-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
         verified = verify_folder(local, expected, allowed_packages(estimator_class), uri)
-        return skops.io.load(verified.model_file, trusted=verified.trusted)
+        return skops_io.load(verified.model_file, trusted=verified.trusted)

@@ -134,9 +134,8 @@ def _signature(config: ProjectConfig, sample: Any, predictions: Any) -> Any:
 
 def _trusted_types(model: Any) -> list[str]:
     """The types skops must trust to load this pipeline: exactly those it contains, nothing more."""
-    import skops.io
-
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    skops_io = trusted_models.skops()
+    return skops_io.get_untrusted_types(data=skops_io.dumps(model))
 
 
 def train(
@@ -288,9 +287,6 @@ def _log_candidate(
             signature=_signature(config, sample, modeling.predict_for_metric(model, sample, config.task)),
             input_example=sample,
             pip_requirements=_pip_requirements(config),
-            # MLflow would load the model back to check the example, which pickle-off refuses (a warning in
-            # every train log); the serving check loads it the platform's way.
-            validate_serving_input=False,
         )
         mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
         mlflow.set_tag(trusted_models.SHA256_TAG, _logged_digest(info.model_uri))

@@ -1,4 +1,4 @@
-"""The provider's MLflow hook: where MLflow's own log lines end up in a task."""
+"""What a task's log shows: MLflow's own log lines at their level, no flood of third-party warnings."""
 
 from __future__ import annotations
 
@@ -40,3 +40,23 @@ def test_mlflow_log_lines_reach_the_task_log_at_their_own_level_not_on_stderr(tm
     [line] = [line for line in result.stdout.splitlines() if "Created version '4'" in line]
     assert "info" in line.lower() and "error" not in line.lower(), line
     assert "Created version '4'" not in result.stderr
+
+
+_IMPORT_SKOPS = """
+import warnings
+import airflow.models  # what a task has loaded: Airflow's deprecated modules among them
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from retrainer.trusted_models import skops
+    skops().get_untrusted_types
+print(len(caught))
+"""
+
+
+def test_skops_is_imported_in_a_task_without_a_warning_per_scipy_ufunc(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": str(REPO / "include"), "PATH": "/usr/bin:/bin", "AIRFLOW_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SKOPS], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "0", result.stdout[-2000:]
