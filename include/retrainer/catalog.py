@@ -668,7 +668,9 @@ class Catalog:
                 "sha256": storage.sha256_bytes(data),
                 "rows": len(batch),
                 "labelled": int(filled),
-                "registered_at": _now(),
+                # To the microsecond: shadow mode counts late labels that arrived after a model trained, and a
+                # time cut to the second could put labels of the same second before it (never counted).
+                "registered_at": datetime.now(UTC).isoformat(),
             }
 
             def attach(current: BatchRecord, labels: dict[str, Any] = labels) -> BatchRecord | None:
