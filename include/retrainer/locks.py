@@ -56,6 +56,7 @@ def held(uri: str, owner: str, *, ttl: timedelta = timedelta(minutes=10), wait_s
             "expires_at": (_now() + ttl).isoformat(),
             "host": socket.gethostname(),  # with the pid: a holder that died on this host is known at once
             "pid": os.getpid(),
+            "pid_namespace": _pid_namespace(),  # a container on the host's network has the host's name
         }
     )
     try:
@@ -93,9 +94,26 @@ def abandoned(uri: str) -> str | None:
         raise
     if datetime.fromisoformat(current["expires_at"]) <= _now():
         return f"the lease of {current['owner']} expired at {current['expires_at']}"
-    if current.get("host") == socket.gethostname() and not _alive(int(current.get("pid", 0))):
+    if _died_here(current):
         return f"{current['owner']} is no longer running"
     return None
+
+
+def _died_here(lease: dict[str, object]) -> bool:
+    """Whether the lease's holder was a process of this host (and pid namespace) that no longer exists."""
+    if (
+        lease.get("host") != socket.gethostname()
+        or lease.get("pid_namespace", _pid_namespace()) != _pid_namespace()
+    ):
+        return False
+    return not _alive(int(str(lease.get("pid", 0))))
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the host name alone
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -118,9 +136,11 @@ def _take(uri: str, lease: bytes) -> None:
     except storage.StorageError:
         raise _Held("a holder releasing it") from None  # released between the two calls: try again
     current = json.loads(data)
-    if datetime.fromisoformat(current["expires_at"]) > _now():
+    if datetime.fromisoformat(current["expires_at"]) > _now() and not _died_here(current):
         raise _Held(f"{current['owner']} until {current['expires_at']}")
-    try:  # its holder died without releasing it: take it over, unless someone else just did
+    # Its holder died without releasing it (expired, or gone from this host): take it over, unless someone
+    # else just did.
+    try:
         storage.replace_bytes(uri, lease, version)
     except storage.ConflictError:
         raise _Held("another waiter that took it over first") from None

@@ -9,10 +9,13 @@ through the result file. This module does not import Airflow: the operators in `
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import json
 import logging
 import os
 import secrets as secrets_module
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,7 +81,8 @@ class TrainerLaunch:
         window: Batch ids the candidate will train on.
         cycle_id: The cycle, whose unfinished candidate runs are closed if the trainer dies.
         lease: The training lease its launcher holds while the trainer runs (:func:`launcher_lease`), passed to
-            the trainer as ``--lease``; empty for a trainer that holds its own.
+            the trainer as ``--lease``; empty for a trainer that holds its own. The plan names one per cycle;
+            each try of the train task holds its own (:meth:`for_try`).
     """
 
     command: list[str]
@@ -87,6 +91,20 @@ class TrainerLaunch:
     window: list[str] = field(default_factory=list)
     cycle_id: str = ""
     lease: str = ""
+
+    def for_try(self, try_number: int) -> TrainerLaunch:
+        """This launch for one try of its task: the plan's lease with the try number (``<lease>-try2``).
+
+        A try that Airflow stopped may leave its lease held (its launcher killed before releasing it, or cut off
+        from the store); the next try must not wait on it, and its trainer closes the earlier tries' runs
+        (:func:`close_abandoned_candidates`). Try 0 (no task context) keeps the plan's lease.
+        """
+        if not self.lease or try_number < 1:
+            return self
+        lease = f"{plan_lease(self.lease)}{TRY_MARK}{try_number}"
+        command = list(self.command)
+        command[command.index("--lease") + 1] = lease
+        return dataclasses.replace(self, command=command, lease=lease)
 
     def command_with_result(self, result_path: str) -> list[str]:
         """The command, writing its result to ``result_path``."""
@@ -263,6 +281,18 @@ def close_abandoned_runs(config: ProjectConfig, tracking: Tracking, cycle_id: st
 
 
 LEASE_TAG = "retrainer.training_lease"
+TRY_MARK = "-try"
+
+
+def plan_lease(lease: str) -> str:
+    """The lease the plan named, without the try of the task that holds it."""
+    return lease.partition(TRY_MARK)[0]
+
+
+def lease_try(lease: str) -> int:
+    """The try of the task holding ``lease`` (0 for a lease without one)."""
+    _, mark, number = lease.partition(TRY_MARK)
+    return int(number) if mark and number.isdigit() else 0
 
 
 def training_lease(config: ProjectConfig, attempt: str) -> str:
@@ -297,14 +327,16 @@ def launcher_lease(launch: TrainerLaunch, launcher: str) -> Iterator[None]:
         yield
 
 
-def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking) -> list[str]:
+def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking, lease: str | None = None) -> list[str]:
     """Close as KILLED the project's candidate runs left RUNNING by a trainer that is gone, saying why.
 
     A trainer holds a lease (:func:`training_lease`, named by the run's ``retrainer.training_lease`` tag) while
     its run is open; a run whose lease was released, expired, or taken by a process of this host that no longer
-    exists was abandoned (killed, or cut off from MLflow before it could end the run). A run without the tag
-    (trained before leases) is abandoned once it is older than ``training.timeout_minutes``, when its task
-    would have been stopped. Run by every train step before it trains, in the CLI as in Airflow.
+    exists was abandoned (killed, or cut off from MLflow before it could end the run). So was a run of an
+    earlier try of the same task as ``lease`` (the lease of the trainer calling this): Airflow runs one try of
+    a task at a time, whatever the earlier try's lease still says. A run without the tag (trained before
+    leases) is abandoned once it is older than ``training.timeout_minutes``, when its task would have been
+    stopped. Run by every train step before it trains, in the CLI as in Airflow.
 
     Returns:
         The ids of the runs closed.
@@ -324,7 +356,9 @@ def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking) -> lis
         )
         for run in runs:
             attempt = run.data.tags.get(LEASE_TAG)
-            if attempt:
+            if attempt and lease and attempt != lease and _earlier_try(attempt, lease):
+                why = f"try {lease_try(attempt)} of its task was stopped (try {lease_try(lease)} started)"
+            elif attempt:
                 why = locks.abandoned(training_lease(config, attempt))
             else:
                 age_s = time.time() - run.info.start_time / 1000
@@ -341,6 +375,11 @@ def close_abandoned_candidates(config: ProjectConfig, tracking: Tracking) -> lis
             log.warning("closed the abandoned candidate run %s as KILLED: %s", run.info.run_id, why)
             closed.append(run.info.run_id)
     return closed
+
+
+def _earlier_try(attempt: str, lease: str) -> bool:
+    """Whether ``attempt`` is the lease of an earlier try of the task holding ``lease``."""
+    return plan_lease(attempt) == plan_lease(lease) and lease_try(attempt) < lease_try(lease)
 
 
 def record_image_id(tracking: Tracking, run_id: str, image_id: str) -> None:
@@ -418,6 +457,29 @@ def failure_message(
     return f"the trainer in {where} {cause}; no model was registered. Its last log lines:\n{lines}"
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_launcher() -> Callable[[], None] | None:
+    """What the trainer subprocess runs before its command so that it is killed with its launcher (Linux).
+
+    A launcher killed outright (SIGKILL, its task stopped by Airflow) cannot kill its trainer; without this the
+    trainer would train on, beside the next try's. The kernel signals when the *thread* that started the trainer
+    ends: :func:`run_local` must be called from the thread that waits for it (the task's main thread does).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    launcher = os.getpid()
+
+    def die_with_launcher() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != launcher:  # the launcher died before prctl took effect
+            os._exit(1)
+
+    return die_with_launcher
+
+
 def run_local(
     launch: TrainerLaunch,
     *,
@@ -456,6 +518,7 @@ def run_local(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            preexec_fn=_die_with_launcher(),
         )
         on_start(process)
         timer = threading.Timer(timeout_s, process.kill)

@@ -263,3 +263,43 @@ def test_a_named_volume_can_hold_the_data_as_in_docker_compose() -> None:
         data_mounts("/data/projects/flights", "vol:/mnt")
     with pytest.raises(ValueError, match="expected NAME:/mount/point"):
         data_mounts("/data/projects/flights", "just-a-name")
+
+
+def test_a_trainer_pod_left_running_by_an_earlier_try_is_deleted_before_the_next_starts(
+    synth: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try runs its own pod under its own lease; an orphan of a killed worker would train beside it."""
+    from unittest import mock
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    project = _project(synth, tmp_path, backend="kubernetes", kubernetes={"data_volume_claim": "d"})
+    launch = _launch(project)
+    command = training.trainer_command("2024-02-05T03:00:00+00:00", "c1", trigger="scheduled", lease="ab12")
+    operator = trainer_operator(project, {**launch, "command": command, "lease": "ab12"})
+    assert operator.reattach_on_restart is False
+    ti = SimpleNamespace(dag_id="retrain_p", task_id="train", try_number=2, map_index=-1)
+    context = {"ti": ti, "run_id": "manual__1", "dag": SimpleNamespace()}
+    request = operator.build_pod_request_obj(context, dry_run=True)
+    args = request.spec.containers[0].args
+    assert args[args.index("--lease") + 1] == "ab12-try2"
+    assert request.metadata.labels["try_number"] == "2"
+
+    def pod(name: str, phase: str, try_number: str) -> k8s.V1Pod:
+        return k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name=name, labels={"try_number": try_number}),
+            status=k8s.V1PodStatus(phase=phase),
+        )
+
+    orphan, failed = pod("train-1", "Running", "1"), pod("train-0", "Failed", "1")
+    api, manager = mock.MagicMock(), mock.MagicMock()
+    api.list_namespaced_pod.return_value = k8s.V1PodList(items=[orphan, failed])
+    operator.__dict__.update(client=api, pod_manager=manager)
+    monkeypatch.setattr(KubernetesPodOperator, "get_or_create_pod", lambda self, request, context: request)
+
+    assert operator.get_or_create_pod(request, context) is request
+    [call] = api.list_namespaced_pod.call_args_list
+    selector = call.kwargs["label_selector"]  # this task instance's pods, whatever their try
+    assert "dag_id=retrain_p" in selector and "run_id=manual__1" in selector and "try_number" not in selector
+    manager.delete_pod.assert_called_once_with(orphan)  # a failed pod is kept for kubectl describe

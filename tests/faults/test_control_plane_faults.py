@@ -1,7 +1,8 @@
 """Faults of the control plane, on the production stack (PostgreSQL, Redis, SeaweedFS, MLflow, the
 CeleryExecutor with two worker machines): the scheduler SIGKILLed in the middle of a run and started again
 once Airflow reports it dead, and the metadata database (PostgreSQL, which holds Airflow's and MLflow's
-databases) crashed while a run trains and started again on the same data.
+databases) crashed while a run trains and started again on the same data, and the train task's own process
+SIGKILLed while its trainer runs (as Airflow does to a try it stops).
 
 As in production, a supervisor starts again whatever exits by itself (compose's ``restart: unless-stopped``);
 a process a test killed stays down until the test starts it. Each test then checks what every fault must
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PROJECT = "fault_control_plane"
 RETRAIN = f"retrain_{PROJECT}"
-WEEKS = demo.week_starts(demo.DEMO_START, 2)
+WEEKS = demo.week_starts(demo.DEMO_START, 3)
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +177,6 @@ def test_the_scheduler_killed_mid_run_and_started_again_finishes_the_run_without
     assert stack.restarts == (), f"other processes crashed with the scheduler: {stack.restarts}"
 
 
-@pytest.mark.xfail(
-    reason="known bug, found by this test (about one run in three): when the crash makes Airflow stop the train "
-    "try (its heartbeat refused), the killed try's trainer lease stays held on its worker and every retry of "
-    "the task fails with LockTimeout on that lease (the plan names one lease per cycle, not per try)",
-    strict=False,
-)
 def test_the_metadata_database_crashed_mid_run_and_started_again_the_run_completes(
     stack: ProductionStack, client: AirflowClient, config: ProjectConfig, registry: Tracking
 ) -> None:
@@ -221,3 +216,43 @@ def test_the_metadata_database_crashed_mid_run_and_started_again_the_run_complet
         interval=1,
     )
     print(f"\nstarted again by the supervisor after the database crash: {stack.restarts or 'nothing'}")
+
+
+def test_the_train_task_killed_outright_takes_its_trainer_with_it_and_the_retry_trains(
+    stack: ProductionStack, client: AirflowClient, config: ProjectConfig, registry: Tracking
+) -> None:
+    """What Airflow does to a try it stops (a refused heartbeat, a crash of its database): the task's process is
+    killed, with no time to stop its trainer or release its training lease. The trainer must die with it, and the
+    next try must train at once under a lease of its own instead of waiting out the dead try's."""
+    import psutil
+
+    week = WEEKS[2]
+    demo.land_weeks(config, week, 1)
+    before = _hashes(config)
+    run_id = _start_and_reach(client, week, "train")
+    cycle = steps.safe_id(run_id)
+
+    def trainer() -> psutil.Process | None:
+        for process in psutil.process_iter(["cmdline"]):
+            command = process.info["cmdline"] or []
+            if "retrainer" in command and "train" in command and cycle in command:
+                return process
+        return None
+
+    found = wait_until(trainer, timeout=300, what=f"the trainer of {cycle} to start", interval=0.5)
+    launcher = found.parent()
+    assert launcher is not None
+    print(f"\nkilling the train task (pid {launcher.pid}) of the trainer (pid {found.pid})")
+    launcher.kill()
+
+    def trainer_gone() -> bool:
+        try:
+            return found.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(trainer_gone, timeout=60, what="the trainer to die with its task", interval=0.5)
+    _finished(client, run_id)
+    train = _tasks(client, run_id)["train"]
+    assert train["try_number"] == 2, train  # the retry trained: it did not wait on the dead try's lease
+    _check_what_is_left(config, registry, client, run_id, week, before)

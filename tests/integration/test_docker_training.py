@@ -154,3 +154,38 @@ def test_a_container_killed_for_memory_fails_the_task_and_leaves_the_registry_un
         assert {r.info.status for r in runs} <= {"KILLED"}
         assert all("killed for memory" in r.data.tags["retrainer.failure"] for r in runs)
     assert not engine.containers(all=True, filters={"label": "retrainer.step=train"})
+
+
+def test_a_trainer_container_left_running_by_an_earlier_try_is_killed_before_the_next_starts(
+    projects: Path, engine: Any, trainer_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow runs one try of a task at a time: a trainer of this cycle still running is an orphan of a launcher
+    killed outright, and would train beside the next try's. No stack is needed: only the engine."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))  # as Airflow does for its plugins folder
+    from retrainer import training
+    from retrainer.tracking import Tracking
+    from retrainer_provider.operators.trainer_docker import TrainerDockerOperator, trainer_labels
+
+    config = load_config(projects / f"{FITS}.yaml")
+    environment, _ = training.trainer_environment(config, Tracking("http://127.0.0.1:1"), {})
+    command = training.trainer_command(CUTOFF, "orphaned_cycle", trigger="scheduled", lease="ab12")
+    launch = training.TrainerLaunch(command, environment, {}, [], "orphaned_cycle", "ab12")
+    other_cycle = training.TrainerLaunch(command, environment, {}, [], "another_cycle", "cd34")
+
+    def started(labels: dict[str, str]) -> str:
+        container = engine.create_container(trainer_image, entrypoint=["sleep", "600"], labels=labels)
+        engine.start(container["Id"])
+        return container["Id"]
+
+    orphan = started(trainer_labels(launch.for_try(1)))
+    unrelated = started(trainer_labels(other_cycle.for_try(1)))
+    try:
+        operator = TrainerDockerOperator(
+            task_id="train", launch=launch.to_xcom(), training=config.training, data_root=None
+        )
+        operator._stop_earlier_tries(engine, launch.for_try(2))
+        assert engine.inspect_container(orphan)["State"]["Running"] is False
+        assert engine.inspect_container(unrelated)["State"]["Running"] is True
+    finally:
+        for container in (orphan, unrelated):
+            engine.remove_container(container, force=True)

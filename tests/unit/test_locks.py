@@ -91,3 +91,29 @@ def test_a_lease_is_abandoned_once_released_expired_or_its_process_is_gone(lease
     storage.write_bytes(lease, json.dumps({**dead, "host": "another-host"}).encode())
     assert locks.abandoned(lease) is None  # another machine's process: only its expiry can tell
     assert os.getpid() != int(gone.stdout)
+
+
+def test_a_lease_whose_holder_died_on_this_host_is_taken_over_at_once(lease: str) -> None:
+    """A killed holder's lease need not be waited out to its expiry where its death can be seen."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {
+        "owner": "killed launcher",
+        "token": "t",
+        "expires_at": "2999-01-01T00:00:00+00:00",
+        "host": socket.gethostname(),
+        "pid": int(gone.stdout),
+    }
+    storage.write_bytes(lease, json.dumps(dead).encode())
+    with locks.held(lease, "retry", wait_s=0):
+        assert json.loads(storage.read_bytes(lease))["owner"] == "retry"
+    # Another pid namespace (a container on the host's network has the host's name): its pids are not ours.
+    storage.write_bytes(lease, json.dumps({**dead, "pid_namespace": "pid:[1]"}).encode())
+    with pytest.raises(locks.LockTimeout, match="killed launcher"), locks.held(lease, "retry", wait_s=0):
+        pass
+    storage.write_bytes(lease, json.dumps({**dead, "host": "another-host"}).encode())
+    with pytest.raises(locks.LockTimeout, match="killed launcher"), locks.held(lease, "retry", wait_s=0):
+        pass

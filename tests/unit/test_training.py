@@ -306,3 +306,99 @@ def test_cuda_trains_xgboost_on_the_gpu_and_leaves_a_model_that_predicts_on_the_
         assert fitted.device.startswith("cuda")
     assert fitted.pipeline.named_steps["estimator"].get_params()["device"] == "cpu"
     assert len(fitted.pipeline.predict(synth.week(2, 20))) == 20
+
+
+def test_each_try_of_the_train_task_holds_a_lease_of_its_own() -> None:
+    command = training.trainer_command("2024-02-05T03:00:00+00:00", "c1", trigger="scheduled", lease="ab12")
+    launch = training.TrainerLaunch(command, {}, {}, ["2024-01-29"], "c1", "ab12")
+    second = launch.for_try(2)
+    assert second.lease == "ab12-try2"
+    assert second.command[second.command.index("--lease") + 1] == "ab12-try2"
+    assert launch.for_try(2).for_try(3).lease == "ab12-try3"  # from the plan's lease, not stacked
+    assert launch.for_try(0) is launch  # no task context: the plan's lease
+    assert training.lease_try("ab12-try3") == 3 and training.plan_lease("ab12-try3") == "ab12"
+    assert training.lease_try("ab12") == 0
+    unleased = training.TrainerLaunch(["train"], {}, {}, [], "c1")
+    assert unleased.for_try(2) is unleased
+
+
+def test_a_retry_trains_although_the_stopped_try_still_holds_its_lease(trainable: SimpleNamespace) -> None:
+    """Airflow stopped try 1 (its heartbeat refused): its launcher, cut off on another worker, still holds the
+    lease and its run is open. Try 2 must not wait for it, and closes try 1's run as KILLED, saying why."""
+    import mlflow
+
+    config = trainable.project.config
+    launch = training.plan(config, trainable.tracking, trainable.cutoff, "cycle_retried", trigger="scheduled")
+    first = launch.for_try(1)
+    held_elsewhere = {
+        "owner": "trainer subprocess of cycle cycle_retried on worker-2 (pid 4242)",
+        "token": "t",
+        "expires_at": "2999-01-01T00:00:00+00:00",
+        "host": "worker-2",
+        "pid": 4242,
+    }
+    from retrainer import storage
+
+    storage.write_bytes(training.training_lease(config, first.lease), json.dumps(held_elsewhere).encode())
+    mlflow.set_experiment(config.name)
+    with mlflow.start_run(run_name="try 1") as stopped:
+        mlflow.set_tags(
+            {"retrainer.kind": "candidate", "retrainer.cycle_id": "cycle_retried", training.LEASE_TAG: first.lease}
+        )
+    mlflow.MlflowClient().set_terminated(stopped.info.run_id, status="RUNNING")
+    # Another project cycle's open run with a lease held elsewhere is left alone.
+    with mlflow.start_run(run_name="other") as other:
+        mlflow.set_tags({"retrainer.kind": "candidate", training.LEASE_TAG: "ffff-try1"})
+    storage.write_bytes(training.training_lease(config, "ffff-try1"), json.dumps(held_elsewhere).encode())
+    mlflow.MlflowClient().set_terminated(other.info.run_id, status="RUNNING")
+
+    result = training.run_local(launch.for_try(2), timeout_s=300)
+
+    assert mlflow.get_run(result.run_id).data.tags[training.LEASE_TAG] == f"{launch.lease}-try2"
+    closed = mlflow.get_run(stopped.info.run_id)
+    assert closed.info.status == "KILLED"
+    assert "try 1 of its task was stopped (try 2 started)" in closed.data.tags["retrainer.failure"]
+    assert mlflow.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+def test_the_local_trainer_dies_with_its_launcher(tmp_path: Path) -> None:
+    """A launcher killed outright (SIGKILL) cannot stop its trainer: the kernel does (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    pid_file = tmp_path / "trainer.pid"
+    trainer = tmp_path / "trainer"  # stands in for the interpreter: records its pid and trains for ever
+    trainer.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    trainer.chmod(0o755)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from retrainer import training\n"
+            "training.run_local(training.TrainerLaunch(['train'], {}), timeout_s=600, "
+            f"python={str(trainer)!r})",
+        ]
+    )
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60, what="the trainer")
+        trainer_pid = int(pid_file.read_text())
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=30)
+
+        def trainer_gone() -> bool:
+            try:
+                os.kill(trainer_pid, 0)
+            except ProcessLookupError:
+                return True
+            try:  # a zombie until init reaps it: dead all the same
+                return Path(f"/proc/{trainer_pid}/stat").read_text().split(") ")[1].startswith("Z")
+            except FileNotFoundError:
+                return True
+
+        wait_until(trainer_gone, timeout=30, what="the trainer to die with its launcher")
+    finally:
+        launcher.kill()

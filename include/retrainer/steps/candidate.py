@@ -176,7 +176,7 @@ def train(
     from retrainer import modeling, training
 
     try:  # what an earlier trainer left half-done is recorded before this one starts
-        training.close_abandoned_candidates(config, tracking)
+        training.close_abandoned_candidates(config, tracking, lease)
     except Exception as error:  # training needs the same registry: its own errors say more
         log.warning("could not check for abandoned candidate runs: %s", error)
     catalog = Catalog(config)

@@ -56,6 +56,12 @@ def _local_root(project: ProjectConfig) -> str | None:
     return None if "://" in root else root
 
 
+def try_number(context: Any) -> int:
+    """The try of the running task (0 without a task instance, as when an operator is run by hand)."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    return int(getattr(ti, "try_number", 0) or 0)
+
+
 def trainer_failed(
     log: logging.Logger, launch: Any, tracking: Any, message: str, *, retryable: bool = True
 ) -> AirflowException:

@@ -44,6 +44,18 @@ def data_mounts(data_root: str | None, volume: str | None = None) -> list[Mount]
     return [Mount(target=mount_point, source=name, type="volume", read_only=True)]
 
 
+def trainer_labels(launch: Any) -> dict[str, str]:
+    """The labels of a trainer's container: which project, cycle and try it trains for."""
+    from retrainer.training import lease_try
+
+    return {
+        "retrainer.project": launch.project().name,
+        "retrainer.cycle_id": launch.cycle_id,
+        "retrainer.step": "train",
+        "retrainer.try": str(lease_try(launch.lease)),
+    }
+
+
 class _TrainerEngine:
     """The engine's API client, with hard limits on the trainer's container and a record of how it ended.
 
@@ -139,9 +151,10 @@ class TrainerDockerOperator(DockerOperator):
             launcher_lease,
             read_result,
         )
+        from retrainer_provider.operators import try_number
 
         tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
-        launch = TrainerLaunch.from_xcom(self.launch, tracking)
+        launch = TrainerLaunch.from_xcom(self.launch, tracking).for_try(try_number(context))
         # The worker's settings, not those of the process that parsed the DAG.
         self.network_mode = os.environ.get(NETWORK_ENV, "host")
         try:
@@ -153,7 +166,8 @@ class TrainerDockerOperator(DockerOperator):
         self.command = launch.command_with_result(CONTAINER_RESULT_PATH)
         self.environment = {**launch.environment, IMAGE_ID_ENV: image_id}
         self._private_environment = launch.secrets
-        self.labels = {"retrainer.cycle_id": launch.cycle_id, "retrainer.step": "train"}
+        self.labels = trainer_labels(launch)
+        self._stop_earlier_tries(client, launch)
         self.log.info(
             "training on %s in %s (%s), %.1f CPUs, %s memory, device %s",
             ", ".join(launch.window),
@@ -169,6 +183,21 @@ class TrainerDockerOperator(DockerOperator):
         except DockerContainerFailedException as error:
             raise self._failure(launch, tracking, list(error.logs or [])) from None
         return read_result(output, f"{CONTAINER_RESULT_PATH} of the container").to_json()
+
+    def _stop_earlier_tries(self, client: Any, launch: Any) -> None:
+        """Kill the trainers of earlier tries of this task still running: their launcher was killed outright.
+
+        Airflow runs one try of a task at a time, so a running trainer of this project's cycle is an orphan;
+        left alone it would train beside this try's (its run is closed as KILLED by this try's trainer).
+        """
+        labels = [f"{key}={value}" for key, value in trainer_labels(launch).items() if key != "retrainer.try"]
+        for container in client.containers(filters={"label": labels, "status": "running"}):
+            self.log.warning(
+                "killing the trainer container %s of an earlier try (%s)",
+                container["Id"][:12],
+                container.get("Labels", {}).get("retrainer.try", "?"),
+            )
+            client.kill(container["Id"])
 
     def _engine(self) -> Any:
         """The engine's client; an unreachable engine is an error that says which URL and what to do."""

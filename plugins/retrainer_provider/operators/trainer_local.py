@@ -33,10 +33,10 @@ class TrainerSubprocessOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import TrainerFailedError, TrainerLaunch, run_local
-        from retrainer_provider.operators import trainer_failed
+        from retrainer_provider.operators import trainer_failed, try_number
 
         tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
-        launch = TrainerLaunch.from_xcom(self.launch, tracking)
+        launch = TrainerLaunch.from_xcom(self.launch, tracking).for_try(try_number(context))
         timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 24 * 3600.0
         self.log.info(
             "training on %s in a subprocess: retrainer %s", ", ".join(launch.window), " ".join(launch.command)

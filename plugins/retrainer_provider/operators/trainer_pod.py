@@ -79,6 +79,9 @@ class TrainerPodOperator(KubernetesPodOperator):
             do_xcom_push=True,
             get_logs=True,
             on_finish_action="delete_succeeded_pod",
+            # Each try its own pod, with its own lease (a pod reattached to would train under an earlier try's);
+            # a pod an earlier try left running is deleted first (get_or_create_pod).
+            durable=False,
             log_pod_spec_on_failure=False,  # the task error says why the trainer failed, not the whole pod
             **kwargs,
         )
@@ -92,8 +95,9 @@ class TrainerPodOperator(KubernetesPodOperator):
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """The pod, with the planned command and environment (rendered ``launch``)."""
         from retrainer.training import IMAGE_ID_ENV, POD_RESULT_PATH, TrainerLaunch
+        from retrainer_provider.operators import try_number
 
-        launch = TrainerLaunch.from_xcom(self.launch, environ={})
+        launch = TrainerLaunch.from_xcom(self.launch, environ={}).for_try(try_number(context or {}))
         self.arguments = launch.command_with_result(POD_RESULT_PATH)
         # The pod knows only the image reference; execute() records the digest once the kubelet resolved it.
         self.env_vars = [
@@ -102,14 +106,30 @@ class TrainerPodOperator(KubernetesPodOperator):
         ]
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
+        """Delete the trainer pods of earlier tries still running (their launcher was killed), then create."""
+        earlier = self.client.list_namespaced_pod(
+            namespace=pod_request_obj.metadata.namespace,
+            label_selector=self._build_find_pod_label_selector(context),
+        ).items
+        for pod in earlier:
+            if pod.status is None or pod.status.phase not in ("Succeeded", "Failed"):
+                self.log.warning(
+                    "deleting the trainer pod %s of an earlier try (%s)",
+                    pod.metadata.name,
+                    (pod.metadata.labels or {}).get("try_number", "?"),
+                )
+                self.pod_manager.delete_pod(pod)
+        return super().get_or_create_pod(pod_request_obj, context)
+
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import POD_RESULT_PATH, TrainerLaunch, launcher_lease, read_result, record_image_id
-        from retrainer_provider.operators import trainer_failed
+        from retrainer_provider.operators import trainer_failed, try_number
 
         # The pod logs to the server named in the launch (planned from the connection); its credentials come
         # from training.kubernetes.env_from_secret. This task's own registry calls use the connection.
         tracking = MlflowHook(self.mlflow_conn_id).get_tracking()
-        launch = TrainerLaunch.from_xcom(self.launch, environ={})
+        launch = TrainerLaunch.from_xcom(self.launch, environ={}).for_try(try_number(context))
         try:
             with launcher_lease(launch, "pod launcher"):
                 output = super().execute(context)
