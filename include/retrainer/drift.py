@@ -199,6 +199,7 @@ def compute_drift(
     categorical: list[str],
     rule: DriftConfig,
     out_dir: Path,
+    title: str | None = None,
 ) -> DriftResult:
     """Measure drift of a batch against reference data and write the reports.
 
@@ -210,6 +211,8 @@ def compute_drift(
         rule: Stattests, thresholds, the drifted-share threshold and the key features.
         out_dir: Folder for ``drift_report.html``, ``drift_report.json`` and ``drift_summary.json``;
             created if missing.
+        title: What the HTML report is about, shown above Evidently's report (the batches and the reference
+            model version), so that a report opened on its own says what it compares.
 
     Returns:
         The summary and the paths of the three files.
@@ -257,6 +260,8 @@ def compute_drift(
     summary_path = out_dir / SUMMARY_NAME
     # Snapshot.save_html silently ignores anything but a str path.
     snapshot.save_html(str(html_path))
+    if title:
+        _add_banner(html_path, title, summary)
     json_path.write_text(snapshot.json(), encoding="utf-8")
     summary_path.write_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return DriftResult(summary=summary, html_path=html_path, json_path=json_path, summary_path=summary_path)
@@ -451,3 +456,18 @@ def _float_or_nan(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _add_banner(html_path: Path, title: str, summary: DriftSummary) -> None:
+    """Put ``title`` and the verdict (the summary line) above Evidently's report, at the top of its ``<body>``."""
+    from html import escape
+
+    banner = (
+        '<div style="font: 15px system-ui, sans-serif; padding: 12px 16px; background: #f6f8fa; '
+        'border-bottom: 1px solid #d0d7de"><h2 id="retrainer-title" style="margin: 0 0 4px; font-size: 18px">'
+        f"{escape(title)}</h2><div>{escape(summary.summary_line())}</div></div>"
+    )
+    text = html_path.read_text(encoding="utf-8")
+    start = text.find("<body")
+    end = text.find(">", start) + 1 if start >= 0 else 0
+    html_path.write_text(text[:end] + banner + text[end:], encoding="utf-8")

@@ -297,11 +297,38 @@ def _publish(uncommitted: Path, results_root: str) -> str | None:
             storage.write_bytes(storage.join(docs, path.relative_to(site).as_posix()), path.read_bytes())
     pages = sorted((site / "validations").rglob("*.html")) if (site / "validations").is_dir() else []
     for path in [*pages, *sorted((site / "expectations").rglob("*.html"))]:
-        storage.write_bytes(storage.join(docs, path.relative_to(site).as_posix()), path.read_bytes())
+        page = offline_page(path.read_text(encoding="utf-8"))
+        storage.write_bytes(storage.join(docs, path.relative_to(site).as_posix()), page.encode())
     if not pages:
         return None
     page = storage.join(docs, pages[0].relative_to(site).as_posix())
     return page if storage.is_s3(page) else Path(page).as_uri()
+
+
+# What a Data Docs page loads from CDNs (Bootstrap, jQuery, Vega, fonts, a tracking logo) never arrives on a
+# machine without internet, and a blocking script from an unreachable host stalls the page; the tables are in
+# the HTML itself. These stand in for Bootstrap's look, locally.
+_REMOTE_TAG = re.compile(
+    r"<script[^>]*\ssrc=[\"']https?://[^>]*>\s*</script>|<link[^>]*\shref=[\"']https?://[^>]*>|"
+    r"<img[^>]*\ssrc=[\"']https?://[^>]*>",
+    re.IGNORECASE,
+)
+_OFFLINE_STYLE = """<style id="retrainer-offline">
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0 1.5rem; color: #1f2328; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .5rem; vertical-align: top; text-align: left; }
+th { background: #f6f8fa; } code, pre { font-size: 12px; }
+.alert-danger, .text-danger { color: #cf222e; } .alert-success, .text-success { color: #1a7f37; }
+.d-none, .modal, .sticky { display: none; }
+</style>"""
+
+
+def offline_page(html: str) -> str:
+    """A Data Docs page that reads without network: remote scripts, styles and images removed, a local style in
+    their place (the page's own tables, results and expectations are all kept)."""
+    stripped = _REMOTE_TAG.sub("", html)
+    head = stripped.find("</head>")
+    return stripped[:head] + _OFFLINE_STYLE + stripped[head:] if head >= 0 else _OFFLINE_STYLE + stripped
 
 
 def gx_names(suite_name: str) -> dict[str, str]:

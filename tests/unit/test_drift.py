@@ -55,7 +55,8 @@ def same_result(reference: pd.DataFrame, tmp_path_factory: pytest.TempPathFactor
 def shifted_result(reference: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> DriftResult:
     current = _frame(np.random.default_rng(3), N_ROWS, shift_a=3.0, x_probs=[0.1, 0.3, 0.6])
     out = tmp_path_factory.mktemp("shifted") / "nested"
-    return compute_drift(current, reference, NUMERIC, CATEGORICAL, DriftConfig(), out)
+    title = "Drift of batch 2024-01-08 <new> against the training data of sales v3"
+    return compute_drift(current, reference, NUMERIC, CATEGORICAL, DriftConfig(), out, title=title)
 
 
 def _by_column(summary: DriftSummary) -> dict[str, ColumnDrift]:
@@ -124,6 +125,8 @@ def test_share_threshold_rule(shifted_result: DriftResult, reference: pd.DataFra
 
 
 def test_files_are_written_and_summary_round_trips(shifted_result: DriftResult) -> None:
+    from html import escape
+
     result = shifted_result
     assert result.html_path.name == "drift_report.html"
     assert result.json_path.name == "drift_report.json"
@@ -132,6 +135,11 @@ def test_files_are_written_and_summary_round_trips(shifted_result: DriftResult) 
     html = result.html_path.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert html.rstrip().endswith("</html>")
+    # Opened on its own, the report says what it compares (escaped), first thing in its body.
+    body = html[html.index("<body") :]
+    banner = body[: body.index("</h2>")]
+    assert banner.endswith("Drift of batch 2024-01-08 &lt;new&gt; against the training data of sales v3")
+    assert escape(result.summary.summary_line()) in body[: body.index("</div></div>")]
 
     snapshot = json.loads(result.json_path.read_text(encoding="utf-8"))
     assert {"metrics", "tests"} <= set(snapshot)

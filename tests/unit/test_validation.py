@@ -347,3 +347,23 @@ def test_import_is_light() -> None:
         "sys.exit(sorted(m for m in ('great_expectations', 'pandas', 'airflow') if m in sys.modules) != [])"
     )
     assert subprocess.run([sys.executable, "-c", probe], timeout=60, check=False).returncode == 0
+
+
+def test_a_data_docs_page_reads_offline_with_nothing_loaded_from_the_network() -> None:
+    """Data Docs pages load Bootstrap, jQuery and Vega from CDNs, which never arrive without internet (and a
+    blocking script from an unreachable host stalls the page); the results are in the HTML itself."""
+    from retrainer.validation import offline_page
+
+    page = (
+        '<html><head><link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap.min.css">'
+        '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>'
+        '<link rel="stylesheet" href="static/styles/data_docs_custom_styles.css"></head>'
+        '<body><img src="https://great-expectations-web-assets.s3.amazonaws.com/logo-long.png?dataContextId=1">'
+        "<table><tr><td>Unsuccessful Expectations</td><td>2</td></tr></table>"
+        '<script src="static/local.js"></script></body></html>'
+    )
+    offline = offline_page(page)
+    assert "https://" not in offline.split("</style>")[-1] and "cdn" not in offline
+    assert "<td>Unsuccessful Expectations</td><td>2</td>" in offline  # the results stay
+    assert 'href="static/styles/data_docs_custom_styles.css"' in offline and 'src="static/local.js"' in offline
+    assert offline.index('<style id="retrainer-offline">') < offline.index("</head>")

@@ -95,8 +95,18 @@ def _drift(
     current = catalog.load([catalog.get(b) for b in batch_ids])
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            title = (
+                f"Drift of batch {', '.join(batch_ids)} ({len(current):,} rows) against the training data of "
+                f"{config.model_name} v{champion.version} ({len(reference):,} rows)"
+            )
             result = compute_drift(
-                current, reference, config.numeric_features, config.categorical_features, config.drift, Path(tmp)
+                current,
+                reference,
+                config.numeric_features,
+                config.categorical_features,
+                config.drift,
+                Path(tmp),
+                title=title,
             )
         except ValueError as error:
             # Drift informs, it does not gate this cycle: report why it could not be measured.
