@@ -13,6 +13,8 @@ step and puts back what was there before.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -125,3 +127,22 @@ def registry_missing(error: Any) -> bool:
         "INVALID_PARAMETER_VALUE",
         "NOT_FOUND",
     }
+
+
+class _LoggedLines(io.TextIOBase):
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", line)
+        return len(text)
+
+
+@contextlib.contextmanager
+def prints_logged(logger: logging.Logger) -> Iterator[None]:
+    """Log at INFO what MLflow's registry prints to stderr (``Created version '3'``...): it prints instead of
+    logging, and Airflow shows a task's stderr as ERROR lines."""
+    with contextlib.redirect_stderr(_LoggedLines(logger)):
+        yield

@@ -13,6 +13,7 @@ from retrainer.shadow import TALLY_ARTIFACT, TALLY_TAG, ShadowTally
 from retrainer.steps.approval import Approval
 from retrainer.steps.common import CHALLENGER, CHAMPION, TAG, StepResult, alias_version, champion_version
 from retrainer.steps.serving import ServingCheck, serving_check
+from retrainer.tracking import prints_logged
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -187,11 +188,11 @@ def _promote(
     version = None
     if not dry_run and not superseded and not disabled:
         # Registered before the serving check, which loads it as a consumer would; a rejected version stays.
-        model_version = (
-            registered[0]
-            if registered
-            else mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name)
-        )
+        if registered:
+            model_version = registered[0]
+        else:
+            with prints_logged(log):
+                model_version = mlflow.register_model(run.data.tags[f"{TAG}model_uri"], config.model_name)
         version = str(model_version.version)
     serving = None
     if decision.promoted and not superseded and config.promotion.serving.enabled:
