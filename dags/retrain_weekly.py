@@ -30,6 +30,8 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from retrainer.config import ProjectConfig
 from retrainer.projects import pool_name, scan_projects
 from retrainer_provider.assets import batches_landed, drift_alert, labels_arrived
+from retrainer_provider.exceptions import TaskRejected, final_rejection
+from retrainer_provider.links import ModelVersionLink, attach
 from retrainer_provider.operators import trainer_operator
 
 if TYPE_CHECKING:
@@ -65,8 +67,11 @@ run processes the batches whose period ended by its cutoff (the cron tick, or th
 6. **promote** registers the candidate; `@champion` moves to it only if the paired bootstrap of the held-out
    rows shows it better ({rule}: {rule_text}). The decision, the difference with its interval and the
    reason are tags on the model version.{approval_doc}
-7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table) and sends the
-   project's metrics.
+7. **record** writes the cycle's outcome (`retrainer report` prints them all as a table), sends the
+   project's metrics and sets the run's **note**: what it decided, e.g. `promoted v9: rmse 28.6 vs 30.4 of v8
+   (-5.9%)`. **champion_moved** shows the outcome in the grid: green when `@champion` moved, skipped (pink) when
+   the champion stayed. `promote` links to the model version, `drift` to the Evidently report and `validate`
+   to its Data Docs page (the task's *Details*); the DAG's **Model** tab shows the model's whole life.
 
 The data steps (ingest, validate, and the monitor's) run in the pool `{pool}`, one at a time, so that this
 DAG and the drift monitor never change the batch catalog at once.
@@ -136,6 +141,14 @@ def _alerts(context: dict[str, Any]) -> list[ReceivedAlert]:
     return alerts_from_events([dict(event.extra or {}) for batch in events.values() for event in batch])
 
 
+def _landings(context: dict[str, Any]) -> list[str]:
+    """What the landing and labels watchers announced, when their events started this run (the monitor)."""
+    from retrainer.alerts import landing_events
+
+    events = context.get("triggering_asset_events") or {}
+    return landing_events([dict(event.extra or {}) for batch in events.values() for event in batch])
+
+
 def _cycle_id(context: dict[str, Any]) -> str:
     from retrainer.steps import safe_id
 
@@ -154,6 +167,26 @@ def _tracking() -> Tracking:
     from retrainer_provider.hooks.mlflow import MlflowHook
 
     return MlflowHook().get_tracking()
+
+
+def _set_note(context: dict[str, Any], note: str) -> None:
+    """Write the run's note (what it decided) through Airflow's REST API (the ``airflow_api`` connection).
+
+    A note that cannot be written is logged, never a failure: the cycle's record holds the same words.
+    """
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from retrainer.airflow_api import AirflowApiError
+    from retrainer_provider.hooks.airflow_api import AirflowApiHook
+
+    run = context["dag_run"]
+    try:
+        with AirflowApiHook().get_conn() as client:
+            client.set_run_note(run.dag_id, run.run_id, note)
+    except AirflowNotFoundException:
+        log.warning("no Airflow connection 'airflow_api': the run's note is not set (see .env.example)")
+    except (AirflowApiError, ValueError) as error:
+        log.warning("the run's note could not be set: %s", error)
 
 
 def _emit_metrics(metrics: list[Any]) -> None:
@@ -185,12 +218,15 @@ def _resolve_project(path: str) -> Any:
     return resolve_project()
 
 
-def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
+def _data_steps(snapshot: Any, project: ProjectConfig) -> tuple[Any, Any, Any]:
     """Define ``ingest ─▶ validate ─▶ drift`` inside the DAG being built: both DAGs of a project start so.
+
+    ``validate`` links to its Data Docs page and ``drift`` to its Evidently report (task extra links).
 
     Returns:
         The three tasks' outputs (XComArgs), for the caller to wire the rest of its DAG.
     """
+    pool = pool_name(project)
 
     @task(retries=3, pool=pool)
     def ingest(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +239,8 @@ def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
         result = result.model_copy(update={"trigger": _trigger(context), "alerts": alerts})
         for alert in alerts:
             log.info("started by %s", alert.summary)
+        for landed in _landings(context):
+            log.info("started by %s", landed)
         log.info(
             "ingest: %d new batch(es) registered, %d pending up to %s: %s",
             len(result.registered),
@@ -212,11 +250,12 @@ def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
         )
         return result.to_json()
 
-    @task(pool=pool)
+    @task(pool=pool, retry_policy=final_rejection())
     def validate(snapshot: dict[str, Any], ingested: dict[str, Any]) -> dict[str, Any]:
         """Great Expectations; fail closed. A rejected batch is final; storage errors are retried."""
         from retrainer import steps
         from retrainer.metrics import quarantine_metrics
+        from retrainer_provider.links import DATA_DOCS_XCOM
 
         project = _project(snapshot)
         found = steps.IngestResult.model_validate(ingested)
@@ -224,7 +263,13 @@ def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
             result = steps.validate(project, found.pending, quarantined_on_arrival=found.quarantined)
         except steps.BatchRejectedError as error:
             _emit_metrics(quarantine_metrics(project.name, len(error.batch_ids)))
-            raise AirflowFailException(str(error)) from None
+            if error.data_docs:  # for the task's Data Docs link (it has no return value)
+                get_current_context()["ti"].xcom_push(key=DATA_DOCS_XCOM, value=error.data_docs)
+            # The validation's own line above says why (ingest's, for a file it could not read: repeated here);
+            # this one says what follows, with no traceback and no retry.
+            unread = f" ({error})" if found.quarantined else ""
+            outcome = f"quarantined {', '.join(error.batch_ids)}: nothing trained, the champion stays{unread}"
+            raise TaskRejected(outcome) from None
         log.info("validate: accepted %s", ", ".join(result.accepted) or "nothing (no new batch)")
         return result.to_json()
 
@@ -240,9 +285,14 @@ def _data_steps(snapshot: Any, pool: str) -> tuple[Any, Any, Any]:
         log.info("drift: %s", result.summary)
         return result.to_json()
 
+    from retrainer_provider.links import DataDocsLink, DriftReportLink
+
     ingested = ingest(snapshot)
     validated = validate(snapshot, ingested)
-    return ingested, validated, drift(snapshot, ingested, validated)
+    drifted = drift(snapshot, ingested, validated)
+    attach(validated, DataDocsLink, project)
+    attach(drifted, DriftReportLink, project)
+    return ingested, validated, drifted
 
 
 def _rule_text(project: ProjectConfig) -> str:
@@ -457,13 +507,28 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             log.info("conclude_approval: %s v%s: %s", result.verdict.value, result.version, result.reason)
             return result.to_json()
 
+        @task(retries=0)
+        def champion_moved(decision: dict[str, Any]) -> str:
+            """Shows the outcome in the grid: success when ``@champion`` moved to the candidate, skipped when the
+            champion stayed (rejected, dry run, challenger), upstream failed when the cycle stopped earlier."""
+            from retrainer import steps
+
+            record = steps.DecisionRecord.model_validate(decision)
+            if not record.promoted:
+                version = f" v{record.version}" if record.version else ""
+                raise AirflowSkipException(f"@champion stays: {record.state}{version}: {record.reason}")
+            log.info("@champion moved to v%s", record.version)
+            return str(record.version)
+
         @task(trigger_rule="all_done", retries=3)
         def record() -> dict[str, Any]:
             """Write the cycle's outcome and send its metrics, whatever happened upstream."""
             from retrainer import steps
             from retrainer.config import ProjectSnapshot
             from retrainer.metrics import cycle_metrics
+            from retrainer.run_notes import cycle_note
             from retrainer.steps.gating import outcome_of as gate_outcome_of
+            from retrainer_provider.hooks.airflow_api import ui_links
 
             context = get_current_context()
             ti = context["ti"]
@@ -494,14 +559,13 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 error=steps.error_of(parts, forced),
                 started_at=context["dag_run"].start_date,
                 project_sha256=snapshot.sha256,
+                dag_id=context["dag_run"].dag_id,
+                airflow_run_id=context["dag_run"].run_id,
             )
             _emit_metrics(cycle_metrics(snapshot.config.name, outcome))
-            log.info(
-                "record: cycle %s: %s — %s",
-                outcome.cycle_id,
-                outcome.outcome,
-                outcome.error or (outcome.decision.reason if outcome.decision else "no decision"),
-            )
+            note = cycle_note(outcome, ui_links(), snapshot.config.name)
+            log.info("record: cycle %s: %s", outcome.cycle_id, note.splitlines()[0])
+            _set_note(context, note)
             return {"cycle_id": outcome.cycle_id, "outcome": outcome.outcome}
 
         @task(trigger_rule="one_failed", retries=0)
@@ -511,12 +575,13 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
 
         snapshot = _resolve_project(path)
         gated = gate(snapshot)
-        ingested, validated, drifted = _data_steps(snapshot, pool)
+        ingested, validated, drifted = _data_steps(snapshot, project)
         gated >> ingested
         planned = plan_training(snapshot, validated)
         trained = trainer_operator(project, planned, doc_md=TRAIN_DOC)
         evaluation = evaluate(snapshot, trained.output)
         decided = promote(snapshot, trained.output, evaluation)
+        attach(decided, ModelVersionLink, project)
         steps_run = [snapshot, gated, ingested, validated, drifted, planned, trained, evaluation, decided]
         if approval:
             from retrainer_provider.operators.approval import PromotionApprovalOperator
@@ -524,10 +589,13 @@ def build_dag(config_path: Path, project: ProjectConfig) -> DAG:
             answer = PromotionApprovalOperator(task_id="approve", project=project, doc_md=APPROVE_DOC)
             decided >> answer
             concluded = conclude_approval(snapshot, decided, answer.output)
+            attach(concluded, ModelVersionLink, project)
             steps_run += [answer, concluded]
             [drifted, concluded] >> record()
+            champion_moved(concluded)
         else:
             [drifted, decided] >> record()
+            champion_moved(decided)
         steps_run >> watcher()
 
     return retrain()
@@ -624,12 +692,16 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
                     _project(snapshot).name, alerts_raised=len(raised), share_drifted=data.share_drifted
                 )
             )
+            context = get_current_context()
             if not raised:
+                _set_note(context, f"no alert\n\n- data drift: {data.summary}\n- concept drift: {labels.summary}")
                 raise AirflowSkipException(f"no alert: {data.summary}; {labels.summary}")
             payload = {"alerts": [alert.model_dump(mode="json") for alert in raised], "via": "drift-monitor"}
-            get_current_context()["outlet_events"][alert_asset].extra = payload
+            context["outlet_events"][alert_asset].extra = payload
             for alert in raised:
                 log.info("raised %s", alert.describe())
+            lines = [f"- {alert.describe()}" for alert in raised]
+            _set_note(context, "\n".join([f"drift alert raised: retrain_{project.name} starts", "", *lines]))
             return payload
 
         @task(retries=3, pool=pool)
@@ -642,7 +714,7 @@ def build_monitor_dag(config_path: Path, project: ProjectConfig) -> DAG:
             return result.to_json()
 
         snapshot = _resolve_project(path)
-        _, validated, drifted = _data_steps(snapshot, pool)
+        _, validated, drifted = _data_steps(snapshot, project)
         judged = concept(snapshot)
         validated >> judged  # labels attach to validated batches only
         raise_alert(snapshot, validated, drifted, judged)
@@ -697,6 +769,8 @@ def build_rollback_dag(config_path: Path, project: ProjectConfig) -> DAG:
         def move_champion_back(snapshot: dict[str, Any]) -> dict[str, Any]:
             """Move ``@champion`` back under the project's alias lease; record who and why."""
             from retrainer import steps
+            from retrainer.run_notes import rollback_note
+            from retrainer_provider.hooks.airflow_api import ui_links
 
             context = get_current_context()
             params, run = context["params"], context["dag_run"]
@@ -718,6 +792,7 @@ def build_rollback_dag(config_path: Path, project: ProjectConfig) -> DAG:
                 result.to_version,
                 result.reason,
             )
+            _set_note(context, rollback_note(result, ui_links()))
             return result.to_json()
 
         move_champion_back(_resolve_project(path))

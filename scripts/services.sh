@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the native services the production-stack tests run as their own processes (PostgreSQL, Redis, and
-# iproute2 for the private network), from Debian, where they are missing. Idempotent and quiet: apt's chatter
+# iproute2 for the private network), and the browser the UI tests drive (Debian's Chromium; Playwright cannot
+# download its own here), from Debian, where they are missing. Idempotent and quiet: apt's chatter
 # goes to stderr, and apt never starts a system-wide service (the tests start private ones).
 #   scripts/services.sh install
 #   scripts/services.sh check      exit 1 (and say what is missing) unless everything is installed
@@ -29,6 +30,7 @@ missing() {
   # unshare and mount (util-linux, mount) are essential on Debian; name them only if a minimal image lacks them.
   command -v unshare >/dev/null || packages+=(util-linux)
   command -v mount >/dev/null || packages+=(mount)
+  command -v chromium >/dev/null || packages+=(chromium)
   echo "${packages[@]}"
 }
 

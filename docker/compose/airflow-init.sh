@@ -29,7 +29,7 @@ airflow pools import /tmp/pools.json
 
 # The simple auth manager creates no users: it reads each configured user's password from this file (and
 # would generate and print a random one for a user missing from it).
-echo "airflow-init: writing the admin password"
+echo "airflow-init: writing the passwords of admin and of the tasks' user (retrainer)"
 umask 077
 python - "$AUTH_FILE" <<'PY'
 import json
@@ -37,6 +37,6 @@ import os
 import sys
 
 with open(sys.argv[1], "w") as file:
-    json.dump({"admin": os.environ["AIRFLOW_ADMIN_PASSWORD"]}, file)
+    json.dump({"admin": os.environ["AIRFLOW_ADMIN_PASSWORD"], "retrainer": os.environ["AIRFLOW_TASKS_PASSWORD"]}, file)
 PY
 echo "airflow-init: done"

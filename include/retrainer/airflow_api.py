@@ -418,6 +418,24 @@ class AirflowClient:
         """One run's record."""
         return self._get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """A task instance's extra links, by name (None: the link has nothing to open)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        return dict(self._get_json(path).get("extra_links") or {})
+
+    def get_page(self, path: str, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        """GET any path of the API server as the signed-in user (a plugin's page, a report it serves)."""
+        return self._request("GET", path, ok=ok)
+
+    def set_run_note(self, dag_id: str, run_id: str, note: str) -> dict[str, Any]:
+        """Replace a run's note (Markdown, shown on the run's page); returns the run's record."""
+        return self._request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}",
+            params={"update_mask": "note"},
+            json={"note": note},
+        ).json()
+
     def wait_for_dag_runs(
         self,
         dag_id: str,

@@ -215,6 +215,18 @@ def alerts_from_events(extras: list[dict[str, Any]]) -> list[ReceivedAlert]:
     return alerts
 
 
+def landing_events(extras: list[dict[str, Any]]) -> list[str]:
+    """What the landing and labels watchers announced in the events that started a run, one phrase each:
+    ``new batches 2013-06-24 in landing``, ``late labels 2013-06-17 in labels`` (alerts are left out)."""
+    found = []
+    for extra in extras:
+        payload = extra.get("payload", extra) if isinstance(extra, dict) else {}
+        if isinstance(payload, dict) and "zone" in payload and isinstance(payload.get("ids"), list):
+            what = "late labels" if payload["zone"] == "labels" else "new batches"
+            found.append(f"{what} {', '.join(map(str, payload['ids']))} in {payload['zone']}")
+    return found
+
+
 def asset_uri(project_name: str) -> str:
     """The URI of a project's drift-alert asset in Airflow (``POST /api/v2/assets/events`` needs its id)."""
     return f"retrainer://{project_name}/drift-alert"

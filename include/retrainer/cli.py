@@ -403,6 +403,24 @@ def quarantine(
 
 
 @app.command()
+def timeline(
+    config: ConfigOption,
+    mlflow_ui: Annotated[
+        str, typer.Option(help="The MLflow UI's address for the links (default: the tracking server's).")
+    ] = "",
+    airflow_ui: Annotated[str, typer.Option(help="The Airflow UI's address for the links.")] = "",
+) -> None:
+    """The model's whole life as JSON, as its page in the Airflow UI shows it: the champion and since when, every
+    cycle with its decision and links, alias moves, alerts, quarantined batches."""
+    from retrainer.links import Links
+    from retrainer.timeline import model_timeline
+
+    tracking = _tracking()
+    mlflow = mlflow_ui or (tracking.uri if tracking.uri.startswith("http") else "")
+    _emit(_run(model_timeline, _load(config), tracking, Links(airflow=airflow_ui, mlflow=mlflow)))
+
+
+@app.command()
 def history(
     config: ConfigOption,
     at: Annotated[

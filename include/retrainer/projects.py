@@ -9,12 +9,19 @@ holds up another's.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrainer.config import ConfigError, ProjectConfig, load_config
 
 POOL_PREFIX = "retrainer_"
+PROJECTS_ENV = "RETRAINER_PROJECTS_DIR"
+
+
+def projects_dir() -> Path:
+    """The folder of project files: ``RETRAINER_PROJECTS_DIR``, else the checkout's ``projects/``."""
+    return Path(os.environ.get(PROJECTS_ENV) or Path(__file__).resolve().parents[2] / "projects")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository this package is installed from (editable install: ``include/retrainer`` lives in it)."""
 
 ADMIN_USERNAME = "admin"
+# The tasks' own Airflow user (role "user": it may edit DAG runs, e.g. set a run's note), in the airflow_api
+# connection; its password is generated once beside the admin's.
+SERVICE_USERNAME = "retrainer"
 HEALTHY = "healthy"
 # Airflow's own log servers (started by the scheduler and the triggerer) listen on every interface; the stack
 # starts them with --skip-serve-logs and runs the same app on its host instead.
@@ -327,11 +330,12 @@ def mlflow_auth_config(settings: StackSettings) -> Path:
     return path
 
 
-def admin_password(settings: StackSettings) -> str | None:
-    """The Airflow admin password stored in the simple auth manager's passwords file.
+def admin_password(settings: StackSettings, user: str = ADMIN_USERNAME) -> str | None:
+    """A user's password in the simple auth manager's passwords file (the admin's by default).
 
     Args:
         settings: Stack settings.
+        user: The user.
 
     Returns:
         The password, or None when the file or the user entry does not exist yet.
@@ -340,25 +344,35 @@ def admin_password(settings: StackSettings) -> str | None:
         passwords = json.loads(settings.passwords_file.read_text() or "{}")
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    value = passwords.get(ADMIN_USERNAME)
+    value = passwords.get(user)
     return value if isinstance(value, str) else None
 
 
-def _ensure_admin_password(settings: StackSettings) -> str:
-    """Write the admin password into the passwords file before Airflow starts (Airflow keeps existing entries)."""
-    current = admin_password(settings)
-    wanted = settings.admin_password or current or secrets.token_urlsafe(12)
+def service_password(settings: StackSettings) -> str:
+    """The password of the tasks' own user (:data:`SERVICE_USERNAME`), generated once."""
+    return _ensure_password(settings, SERVICE_USERNAME, None)
+
+
+def _ensure_password(settings: StackSettings, user: str, wanted: str | None) -> str:
+    """Write a user's password into the passwords file before Airflow starts (Airflow keeps existing entries)."""
+    current = admin_password(settings, user)
+    wanted = wanted or current or secrets.token_urlsafe(12)
     if wanted != current:
         settings.airflow_home.mkdir(parents=True, exist_ok=True)
         try:
             passwords = json.loads(settings.passwords_file.read_text() or "{}")
         except (FileNotFoundError, json.JSONDecodeError):
             passwords = {}
-        passwords[ADMIN_USERNAME] = wanted
+        passwords[user] = wanted
         fd = os.open(settings.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as stream:
             stream.write(json.dumps(passwords) + "\n")
     return wanted
+
+
+def _ensure_admin_password(settings: StackSettings) -> str:
+    """Write the admin password into the passwords file before Airflow starts."""
+    return _ensure_password(settings, ADMIN_USERNAME, settings.admin_password)
 
 
 # Airflow settings the stack needs; the caller's environment cannot override them.
@@ -370,7 +384,7 @@ def _forced_airflow_settings(settings: StackSettings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_folder),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USERNAME}:admin,{SERVICE_USERNAME}:user",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.passwords_file),
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret(settings),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_api_url}/execution/",
@@ -391,6 +405,15 @@ def _forced_airflow_settings(settings: StackSettings) -> dict[str, str]:
                 "host": settings.mlflow_url,
                 "login": ADMIN_USERNAME,
                 "password": mlflow_password(settings),
+            }
+        ),
+        # Airflow's REST API, for what tasks cannot do through the execution API (a run's note).
+        "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+            {
+                "conn_type": "http",
+                "host": settings.airflow_api_url,
+                "login": SERVICE_USERNAME,
+                "password": service_password(settings),
             }
         ),
     }

@@ -87,6 +87,7 @@ def test_retrain_dag_shape(dagbag) -> None:
         "train",
         "evaluate",
         "promote",
+        "champion_moved",
         "record",
         "watcher",
     }
@@ -111,11 +112,18 @@ def test_retrain_dag_shape(dagbag) -> None:
     assert type(tasks["train"]).__name__ == "TrainerSubprocessOperator"
     assert tasks["train"].execution_timeout is not None
     assert tasks["validate"].retries >= 2  # storage errors are transient; a rejected batch fails at once
+    from retrainer_provider.exceptions import TaskRejected
+
+    policy = tasks["validate"].retry_policy
+    assert policy.evaluate(TaskRejected("quarantined"), 1, 3).action.value == "fail"
+    assert policy.evaluate(OSError("S3 unreachable"), 1, 3).action.value == "default"
     assert tasks["train"].downstream_task_ids == {"evaluate", "promote", "watcher"}
     assert tasks["evaluate"].downstream_task_ids == {"promote", "watcher"}
     # The run fails when a step fails, although `record` (all_done) succeeds.
     assert tasks["watcher"].trigger_rule == "one_failed"
-    assert tasks["watcher"].upstream_task_ids == set(tasks) - {"record", "watcher"}
+    assert tasks["watcher"].upstream_task_ids == set(tasks) - {"record", "watcher", "champion_moved"}
+    # The grid shows the outcome: champion_moved succeeds only when @champion moved (it never fails the run).
+    assert tasks["champion_moved"].upstream_task_ids == {"promote"} and tasks["champion_moved"].retries == 0
     assert tasks["record"].trigger_rule == "all_done"
     assert set(tasks["record"].upstream_task_ids) == {"drift", "promote"}
     for step in ("gate", "ingest", "validate", "drift", "plan_training", "train", "evaluate", "promote"):
@@ -123,6 +131,30 @@ def test_retrain_dag_shape(dagbag) -> None:
     # The steps that change the batch catalog run one at a time per project, with the monitor's.
     assert {t for t, task in tasks.items() if task.pool == "retrainer_flights_arr_delay"} == {"ingest", "validate"}
     assert {"force", "dry_run", "window_batches", "max_train_rows", "cutoff"} <= set(dag.params)
+
+
+def test_promote_drift_and_validate_link_to_what_they_made_and_the_dags_link_their_model_page(dagbag) -> None:
+    """Extra links, as the DAG processor serializes them (Airflow 3 computes them in the worker, then reads
+    them from XCom): promote -> the MLflow model version, drift -> Evidently, validate -> Data Docs."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from retrainer_ui import RetrainerPlugin
+
+    for dag_id, expected in (
+        (
+            "retrain_flights_arr_delay",
+            {"promote": "MLflow model version", "drift": "Evidently drift report", "validate": "Data Docs"},
+        ),
+        ("monitor_flights_arr_delay", {"drift": "Evidently drift report", "validate": "Data Docs"}),
+    ):
+        serialized = DagSerialization.to_dict(dagbag.dags[dag_id])["dag"]["tasks"]
+        links = {}
+        for task in serialized:
+            fields = task["__var"]
+            links[fields["task_id"]] = list(fields.get("_operator_extra_links") or {})  # {name: xcom key}
+        assert {task: names for task, names in links.items() if names} == {t: [n] for t, n in expected.items()}
+    views = {view["destination"]: view for view in RetrainerPlugin.external_views}
+    assert views["dag"]["href"] == "/retrainer/dags/{DAG_ID}" and views["nav"]["href"] == "/retrainer/"
+    assert [app["url_prefix"] for app in RetrainerPlugin.fastapi_apps] == ["/retrainer"]
 
 
 def test_monitor_dag_runs_when_batches_land_and_emits_the_drift_alert(dagbag) -> None:
@@ -196,8 +228,11 @@ def test_invalid_project_file_becomes_a_placeholder_naming_the_field(tmp_path, m
     assert "already used" in bag.dags["retrain_twin__invalid_config"].doc_md
 
 
-def test_plugin_loader_ignores_the_provider_package() -> None:
-    """Airflow imports every non-ignored .py in plugins/ under its bare file name (mlflow.py -> `mlflow`)."""
+def test_plugin_loader_imports_only_the_ui_plugin_and_not_the_provider_package() -> None:
+    """Airflow imports every non-ignored .py in plugins/ under its bare file name (mlflow.py -> `mlflow`): only
+    retrainer_ui.py (the model pages), whose name shadows no installed package."""
+    import importlib.util
+
     from airflow._shared.module_loading.file_discovery import find_path_from_directory
 
     loaded = [
@@ -205,7 +240,9 @@ def test_plugin_loader_ignores_the_provider_package() -> None:
         for p in find_path_from_directory(str(REPO / "plugins"), ".airflowignore", "regexp")
         if p.endswith(".py")
     ]
-    assert loaded == [], f"plugin loader would import these as top-level modules: {loaded}"
+    assert loaded == [REPO / "plugins" / "retrainer_ui.py"], f"plugin loader would import: {loaded}"
+    spec = importlib.util.find_spec("retrainer_ui")
+    assert spec is None or Path(spec.origin or "") == loaded[0], "retrainer_ui would shadow an installed module"
 
 
 # -- many models on one deployment ----------------------------------------------------------------------------

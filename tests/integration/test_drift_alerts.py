@@ -210,6 +210,10 @@ def test_monitor_raises_no_alert_for_a_batch_without_drift(client: AirflowClient
     assert states["raise_alert"] == "skipped"
     # A skipped raise_alert emits no event on its outlet, so no retrain can follow.
     assert _alert_events(client) == events and len(_alert_runs(client)) == seen_alerts
+    # The run says what started it (the landing, never "an invalid alert") and what it found.
+    ingest_log = client.task_log(MONITOR, run["dag_run_id"], "ingest")
+    assert "started by new batches 2013-01-21 in landing" in ingest_log and "invalid alert" not in ingest_log
+    assert client.get_dag_run(MONITOR, run["dag_run_id"])["note"].startswith("no alert")
 
 
 def test_monitor_alerts_on_a_drifted_batch_and_a_retrain_follows(client: AirflowClient, project: Path) -> None:
@@ -224,6 +228,7 @@ def test_monitor_alerts_on_a_drifted_batch_and_a_retrain_follows(client: Airflow
     assert run["state"] == "success"
     [alert] = client.xcom(MONITOR, run["dag_run_id"], "raise_alert")["alerts"]
     assert alert["kind"] == "data_drift" and alert["batch_ids"] == ["2013-01-28"]
+    assert client.get_dag_run(MONITOR, run["dag_run_id"])["note"].startswith("drift alert raised: ")
     retrain, latency = _next_alert_run(client, seen_alerts)
     print(f"drift alert -> retrain run created in {latency:.1f} s")
     assert retrain["state"] == "success"

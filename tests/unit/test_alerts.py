@@ -92,8 +92,14 @@ def test_alerts_from_events_reads_inbox_and_rest_payloads() -> None:
     assert inbox.source == "inbox-mon" and inbox.via == "inbox"
     assert rest.source == "grafana" and rest.via == "rest_api" and "psi 0.4" in rest.summary
     assert invalid.via == "rest_api" and "kind" in invalid.invalid
-    # A landing watcher's event (the monitor's schedule) is not an alert, not even an invalid one.
+    # A landing watcher's event (the monitor's schedule) is not an alert, not even an invalid one: the run says
+    # what it was instead.
     assert alerts.alerts_from_events([landing_event]) == []
+    labels_event = {"from_trigger": True, "payload": {"ids": ["2013-06-17", "2013-06-24"], "zone": "labels"}}
+    assert alerts.landing_events([inbox_event, landing_event, rest_event, labels_event]) == [
+        "new batches 2013-06-24 in landing",
+        "late labels 2013-06-17, 2013-06-24 in labels",
+    ]
     json.dumps([a.model_dump(mode="json") for a in (inbox, rest, invalid)])  # travels through XCom
 
 

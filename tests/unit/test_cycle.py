@@ -119,7 +119,7 @@ def test_cycle_table_has_a_row_per_cycle(cycles: dict) -> None:
     rows = steps.cycle_table(cycles["project"].config)
     assert [r.validation for r in rows] == ["accepted", "accepted", "quarantined", "accepted"]
     assert rows[0].decision == "promoted v1"
-    assert rows[2].decision.startswith("stopped: quarantined")
+    assert rows[2].decision == f"quarantined {cycles['records'][2]['ingest']['pending'][0]}"
 
 
 def test_no_new_data_is_not_retrained_unless_forced(cycles: dict, gx_root: Path, synth) -> None:
@@ -166,3 +166,104 @@ def test_a_batch_validated_outside_a_cycle_still_counts_as_new_data(cycles: dict
     assert record.validation.accepted == []  # nothing left to validate ...
     assert batch in record.training.window  # ... but the week is trained on
     assert steps.untrained_batches(project.config, _tracking(), cutoff) == []
+
+
+def test_each_cycle_has_a_note_that_says_what_it_decided(cycles: dict) -> None:
+    """The run note's first line tells a promotion, a rejection and a quarantine apart at a glance."""
+    from retrainer.links import Links
+    from retrainer.run_notes import MAX_NOTE, cycle_note
+
+    config = cycles["project"].config
+    records = {week: steps.CycleRecord.model_validate(raw) for week, raw in cycles["records"].items()}
+    first = cycle_note(records[0]).splitlines()[0]
+    assert first.startswith("promoted v1: rmse ") and " vs " not in first  # a first model: nothing to beat
+
+    quarantined = records[2]
+    [batch] = quarantined.quarantined
+    assert batch.batch_id == quarantined.ingest.pending[0]
+    assert batch.summary.startswith("1/") and "expectations failed" in batch.summary
+    assert "expect_column_values_to_be_between(x1)" in batch.summary
+    assert batch.report_uri.endswith(f"quarantine/{batch.batch_id}/validation.json")
+    note = cycle_note(quarantined)
+    assert note.splitlines()[0] == f"quarantined {batch.batch_id}: {batch.summary}"
+
+    for week in (1, 3):
+        decision = records[week].decision
+        head = cycle_note(records[week]).splitlines()[0]
+        change = (decision.candidate - decision.champion) / abs(decision.champion)  # rmse: the metric's change
+        assert head == (
+            f"{records[week].outcome}: rmse {decision.candidate:.4g} vs {decision.champion:.4g} of "
+            f"v{decision.champion_version} ({change:+.1%})"
+        )
+        assert f"- why: {decision.reason}" in cycle_note(records[week])
+
+    linked = cycle_note(records[0], Links(airflow="/af", mlflow="http://mlflow:5000"), config.name)
+    assert f"[model version v1](http://mlflow:5000/#/models/{config.model_name}/versions/1)" in linked
+    assert f"[model page](/af/retrainer/models/{config.name})" in linked
+    assert all(len(cycle_note(r, Links(mlflow="http://m"), config.name)) <= MAX_NOTE for r in records.values())
+
+
+def test_the_model_timeline_tells_which_model_serves_since_when_why_and_what_each_cycle_did(cycles: dict) -> None:
+    from retrainer.links import Links
+    from retrainer.timeline import model_timeline
+
+    project = cycles["project"]
+    config = project.config
+    links = Links(airflow="/af", mlflow="http://mlflow:5000")
+    timeline = model_timeline(config, _tracking(), links)
+
+    champion = _client().get_model_version_by_alias(config.model_name, "champion")
+    assert timeline.champion is not None and timeline.champion.version == str(champion.version)
+    assert timeline.champion.how == "promotion" and timeline.champion.since is not None
+    assert timeline.champion.reason and timeline.champion.score == pytest.approx(
+        float(champion.tags[f"retrainer.candidate_{config.metric.name}"])
+    )
+    assert timeline.champion.url == f"http://mlflow:5000/#/models/{config.model_name}/versions/{champion.version}"
+
+    ids = [cycles["records"][week]["cycle_id"] for week in range(4)]  # other tests of the module add cycles
+    oldest_first = [c for c in reversed(timeline.cycles) if c.cycle_id in ids]
+    assert [c.cycle_id for c in oldest_first] == ids
+    kinds = [c.decision_kind for c in oldest_first]
+    expected = [steps.CycleRecord.model_validate(cycles["records"][w]).outcome_kind for w in range(4)]
+    assert kinds == [*expected[:2], "quarantined", expected[3]] and kinds[0] == "promoted"
+    quarantined = oldest_first[2]
+    assert quarantined.version is None and quarantined.candidate_run_url is None
+    assert (quarantined.data_docs_url or "").startswith(f"/af/retrainer/models/{config.name}/files/reports/gx/")
+    first = oldest_first[0]
+    assert first.version_url.endswith(f"/versions/{first.version}") and first.candidate_run_url.startswith(
+        "http://mlflow:5000/#/runs/"
+    )
+    drifted = oldest_first[3]
+    assert drifted.drift_report_url.endswith(".html") and "/files/reports/" in drifted.drift_report_url
+    assert drifted.drift_share == cycles["records"][3]["drift"]["share_drifted"]
+    assert first.airflow_url is None  # run by the CLI: no Airflow run to link
+
+    [entry] = [q for q in timeline.quarantined if q.batch_id == cycles["records"][2]["ingest"]["pending"][0]]
+    assert entry.report_url.endswith(f"files/quarantine/{entry.batch_id}/validation.json")
+    assert [m.move.to_version for m in reversed(timeline.moves)] == [
+        m.to_version for m in steps.alias_history(config, _tracking())
+    ]
+    shares = [p.value for p in timeline.drift_share]
+    measured = [cycles["records"][w]["drift"]["share_drifted"] for w in (1, 3)]
+    assert shares[: len(measured)] == measured  # oldest first: the fixture's cycles ran before the others
+    assert timeline.champion_score and all(p.value > 0 for p in timeline.champion_score)
+
+
+def test_the_cli_prints_the_model_timeline(cycles: dict) -> None:
+    from typer.testing import CliRunner
+
+    from retrainer.cli import app
+
+    project = cycles["project"]
+    result = CliRunner().invoke(
+        app, ["timeline", "-c", str(project.path), "--mlflow-ui", "http://mlflow.example", "--airflow-ui", "/af"]
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["model"] == project.config.model_name
+    assert {cycles["records"][w]["cycle_id"] for w in range(4)} <= {c["cycle_id"] for c in printed["cycles"]}
+    assert printed["champion"]["url"].startswith(f"http://mlflow.example/#/models/{project.config.model_name}/")
+    assert all(
+        q["report_url"].startswith(f"/af/retrainer/models/{project.config.name}/files/")
+        for q in printed["quarantined"]
+    )

@@ -366,7 +366,7 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
     assert rows["cycle-1"].decision == "promoted v1"
     assert rows["cycle-1"].candidate == pytest.approx(first.evaluation["candidate"])
     assert rows["cycle-1"].champion is None
-    assert rows["cycle-2"].decision.startswith("stopped: no new accepted batch")
+    assert rows["cycle-2"].decision == "no retrain: no new accepted batch"
     assert rows["cycle-2"].validation == "unknown"
     assert rows["cycle/3 dry"].decision == f"dry run: {dry.decision['verdict']}"
     assert rows["cycle/3 dry"].week == "-"
@@ -407,7 +407,7 @@ def test_record_cycle_and_cycle_table(lifecycle: SimpleNamespace) -> None:
     assert [storage.basename(f) for f in files] == ["cycle-1.attempt1.json", "cycle-1.json"]
     rows = {row.cycle: row for row in steps.cycle_table(config)}
     assert rows["cycle-1"].decision == "promoted v1"
-    assert rows["cycle-1 (attempt 2)"].decision.startswith("stopped: no new accepted batch")
+    assert rows["cycle-1 (attempt 2)"].decision == "no retrain: no new accepted batch"
 
 
 # -- races and rollbacks ------------------------------------------------------------------------------------

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import locks, trusted_models
 from retrainer.catalog import BatchRecord, Catalog, CatalogError
-from retrainer.steps.common import TAG, NothingToTrainError, StepResult, code_version, parse_cutoff
+from retrainer.steps.common import (
+    NO_NEW_DATA,
+    TAG,
+    NothingToTrainError,
+    StepResult,
+    code_version,
+    parse_cutoff,
+)
 
 if TYPE_CHECKING:
     from retrainer.config import ProjectConfig
@@ -58,7 +65,7 @@ def training_window(
         CatalogError: No accepted batch ended by the cutoff.
     """
     if require_new_data is not None and not require_new_data:
-        raise NothingToTrainError("no new accepted batch in this cycle (use force to retrain anyway)")
+        raise NothingToTrainError(f"{NO_NEW_DATA} in this cycle (use force to retrain anyway)")
     records = Catalog(config).window(parse_cutoff(cutoff), window_batches or config.window.batches)
     if not records:
         raise CatalogError(f"no accepted batch ended by {parse_cutoff(cutoff).isoformat()}: nothing to train on")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"  # promotion.mode: shadow: scored beside the champion until it wins or is retired
 TAG = "retrainer."  # prefix of every tag the platform writes to runs and model versions
+NO_NEW_DATA = "no new accepted batch"  # how a cycle with nothing to train says so (CLI and DAG alike)
 
 
 class StepResult(BaseModel):
@@ -40,11 +41,13 @@ class BatchRejectedError(RuntimeError):
 
     Attributes:
         batch_ids: The batches quarantined.
+        data_docs: The Data Docs page of the (first) failed validation, when one was built.
     """
 
-    def __init__(self, message: str, batch_ids: list[str] | None = None) -> None:
+    def __init__(self, message: str, batch_ids: list[str] | None = None, data_docs: str | None = None) -> None:
         super().__init__(message)
         self.batch_ids = list(batch_ids or [])
+        self.data_docs = data_docs
 
 
 class NothingToTrainError(RuntimeError):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrainer import storage
 from retrainer.alerts import ReceivedAlert
-from retrainer.catalog import Catalog, CatalogError
+from retrainer.catalog import BatchStatus, Catalog, CatalogError
 from retrainer.steps.candidate import TrainingResult
-from retrainer.steps.common import StepResult, safe_id
+from retrainer.steps.common import NO_NEW_DATA, StepResult, safe_id
 from retrainer.steps.data_drift import DriftOutcome
 from retrainer.steps.evaluation import Evaluation
 from retrainer.steps.gating import GateOutcome, last_alert_retrain_uri
@@ -41,11 +41,56 @@ class CycleParts(BaseModel):
     decision: DecisionRecord | None = None
 
 
+class QuarantinedBatch(BaseModel):
+    """A batch a cycle sent to quarantine, in a few words.
+
+    Attributes:
+        batch_id: The batch.
+        summary: Why, short: ``2/37 expectations failed``, ``evicted by alice: ...``, ``unreadable: ...``.
+        report_uri: Its quarantine report (``quarantine/<batch>/validation.json``).
+        data_docs: The Data Docs page of its validation, when one was built.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    batch_id: str
+    summary: str
+    report_uri: str | None = None
+    data_docs: str | None = None
+
+    @classmethod
+    def of(cls, batch_id: str, validation: dict[str, Any]) -> QuarantinedBatch:
+        """From the validation details the catalog keeps on a quarantined batch."""
+        failed, evaluated = validation.get("failed"), validation.get("evaluated")
+        checks = [c.get("message", "") for c in validation.get("checks") or [] if isinstance(c, dict)]
+        if validation.get("evicted"):
+            summary = f"evicted by {validation.get('evicted_by', '?')}: {validation.get('reason', '')}"
+        elif isinstance(failed, list) and isinstance(evaluated, int) and evaluated:
+            summary = f"{len(failed)}/{evaluated} expectations failed"
+            described = [f.get("description", "") for f in failed if isinstance(f, dict) and f.get("description")]
+            if described:
+                summary += f" ({described[0]}{', …' if len(described) > 1 else ''})"
+            if checks:
+                summary += f", and the platform's checks: {'; '.join(checks)}"
+        elif checks:
+            summary = f"failed the platform's checks: {'; '.join(checks)}"
+        else:
+            summary = str(validation.get("error") or validation.get("summary") or "failed validation")
+        return cls(
+            batch_id=batch_id,
+            summary=summary,
+            report_uri=validation.get("report_uri"),
+            data_docs=validation.get("data_docs"),
+        )
+
+
 class CycleRecord(StepResult):
     """One cycle's outcome, written to ``reports/cycles/<cycle_id>.json``.
 
     Attributes:
         cycle_id: The cycle (the Airflow run id, made safe).
+        dag_id: The Airflow DAG that ran it (None for a cycle run by the CLI).
+        airflow_run_id: The Airflow run id as Airflow knows it (for links to the run).
         recorded_at: When it was recorded.
         started_at: When the cycle started, if known (for its duration).
         trigger: ``scheduled``, ``manual``, ``backfill`` or ``drift_alert``.
@@ -54,6 +99,7 @@ class CycleRecord(StepResult):
         project_sha256: Hash of the project configuration the cycle ran with (its snapshot).
         error: Why the cycle ended without a decision, if it did.
         batches: Status of each batch the cycle looked at.
+        quarantined: The batches it quarantined, with why.
         attempt: 1 for a cycle's first run; a rerun of the same cycle is the next attempt, and the earlier
             records stay beside it (``<cycle_id>.attempt<N>.json``), so nothing a run decided is overwritten.
     """
@@ -62,6 +108,8 @@ class CycleRecord(StepResult):
 
     cycle_id: str
     recorded_at: datetime
+    dag_id: str | None = None
+    airflow_run_id: str | None = None
     started_at: datetime | None = None
     trigger: str = ""
     cutoff: str = ""
@@ -77,6 +125,7 @@ class CycleRecord(StepResult):
     decision: DecisionRecord | None = None
     error: str | None = None
     batches: dict[str, str] = Field(default_factory=dict)
+    quarantined: list[QuarantinedBatch] = Field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -93,18 +142,31 @@ class CycleRecord(StepResult):
             return f"dry run: {self.decision.verdict.value}"
         if self.gate is not None and self.gate.decision == "suppressed":
             return "suppressed: cooldown"
+        if self.quarantined:
+            return f"quarantined {', '.join(q.batch_id for q in self.quarantined)}"
+        if self.no_new_data:
+            return "no retrain: no new accepted batch"
         if self.error:
             return f"stopped: {self.error.split(':')[0]}"
         return "not run"
 
     @property
+    def no_new_data(self) -> bool:
+        """The cycle found no new accepted batch and was not forced: nothing to do, not a failure."""
+        return bool(self.error and self.error.startswith(NO_NEW_DATA))
+
+    @property
     def outcome_kind(self) -> str:
-        """One word for metrics: promoted, rejected, awaiting_approval, challenger, dry_run, suppressed, stopped or
-        not_run."""
+        """One word for metrics: promoted, rejected, awaiting_approval, challenger, dry_run, suppressed,
+        quarantined, no_new_data, stopped or not_run."""
         if self.decision is not None:
             return self.decision.state.split(":")[0]
         if self.gate is not None and self.gate.decision == "suppressed":
             return "suppressed"
+        if self.quarantined:
+            return "quarantined"
+        if self.no_new_data:
+            return "no_new_data"
         return "stopped" if self.error else "not_run"
 
 
@@ -143,7 +205,7 @@ def error_of(parts: CycleParts, forced: bool) -> str | None:
         return "validation failed: a batch was quarantined or could not be validated, nothing trained"
     if parts.training is None:
         if not parts.planned and not forced:
-            return "no new accepted batch (or planning failed: see the plan_training task)"
+            return f"{NO_NEW_DATA} in this cycle, nothing to train (or planning failed: see plan_training)"
         return "training failed: see the train task's log"
     if parts.evaluation is None:
         return "evaluate failed"
@@ -163,6 +225,8 @@ def record_cycle(
     error: str | None = None,
     started_at: datetime | None = None,
     project_sha256: str | None = None,
+    dag_id: str | None = None,
+    airflow_run_id: str | None = None,
 ) -> CycleRecord:
     """Write one cycle's outcome to ``reports/cycles/<cycle_id>.json`` (the source of the cycle table).
 
@@ -170,12 +234,17 @@ def record_cycle(
     """
     catalog = Catalog(config)
     batch_ids = [*parts.ingest.quarantined, *parts.ingest.pending] if parts.ingest else []
-    batches = {}
+    batches: dict[str, str] = {}
+    quarantined: list[QuarantinedBatch] = []
     for batch_id in batch_ids:
         try:
-            batches[batch_id] = catalog.get(batch_id).status.value
+            batch = catalog.get(batch_id)
         except CatalogError:
             batches[batch_id] = "unknown"
+            continue
+        batches[batch_id] = batch.status.value
+        if batch.status is BatchStatus.QUARANTINED:
+            quarantined.append(QuarantinedBatch.of(batch_id, batch.validation))
     uri = storage.join(catalog.reports, "cycles", f"{safe_id(cycle_id)}.json")
     attempt = 1
     if storage.exists(uri):  # a rerun: the earlier attempt's record is kept under its number
@@ -186,6 +255,8 @@ def record_cycle(
     record = CycleRecord(
         cycle_id=cycle_id,
         recorded_at=datetime.now(UTC).replace(microsecond=0),
+        dag_id=dag_id,
+        airflow_run_id=airflow_run_id,
         attempt=attempt,
         started_at=started_at,
         trigger=trigger,
@@ -201,6 +272,7 @@ def record_cycle(
         decision=parts.decision,
         error=error,
         batches=batches,
+        quarantined=quarantined,
     )
     document = json.dumps(record.to_json(), indent=2).encode()
     storage.write_bytes(uri, document)

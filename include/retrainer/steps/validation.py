@@ -63,6 +63,7 @@ def validate(
     catalog = Catalog(config)
     accepted: list[str] = []
     rejected: list[str] = []
+    rejected_docs: str | None = None
     summaries: dict[str, str] = {}
     docs = None
     for batch_id in quarantined_on_arrival or []:
@@ -105,7 +106,10 @@ def validate(
             report = {**outcome.to_dict(), **details, "checks": [p.to_dict() for p in problems]}
             catalog.quarantine_batch(batch_id, report)
             rejected.append(batch_id)
+            rejected_docs = rejected_docs or outcome.data_docs
     if rejected:
         lines = "; ".join(summaries[b] for b in rejected)
-        raise BatchRejectedError(f"quarantined {', '.join(rejected)}, nothing trained: {lines}", rejected)
+        raise BatchRejectedError(
+            f"quarantined {', '.join(rejected)}, nothing trained: {lines}", rejected, rejected_docs
+        )
     return ValidationResult(accepted=accepted, summaries=summaries, data_docs=docs)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.hook import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from retrainer_provider.hooks import connection_url
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -52,13 +54,7 @@ class MlflowHook(BaseHook):
                     f"no Airflow connection {self.mlflow_conn_id!r} and no MLFLOW_TRACKING_URI: "
                     "cannot tell where the MLflow server is"
                 ) from None
-        host = (conn.host or "").rstrip("/")
-        if not host:
-            raise ValueError(f"Airflow connection {self.mlflow_conn_id!r} has no host (the MLflow server URL)")
-        if "://" not in host:
-            host = f"{conn.schema or 'http'}://{host}"
-        if conn.port:
-            host = f"{host}:{conn.port}"
+        host = connection_url(conn, self.mlflow_conn_id, "the MLflow server URL")
         token = (conn.extra_dejson or {}).get("token")
         return Tracking(host, conn.login or None, conn.password or None, token or None)
 

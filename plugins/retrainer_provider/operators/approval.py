@@ -9,7 +9,6 @@ applies the default, reject. The task returns the answer as :class:`retrainer.st
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from retrainer.config import ProjectConfig
-
-MLFLOW_UI_ENV = "RETRAINER_MLFLOW_UI_URL"
 
 
 class PromotionApprovalOperator(HITLOperator):
@@ -90,9 +87,6 @@ class PromotionApprovalOperator(HITLOperator):
         """Nothing runs while the task awaits input; the alias moves only in the next task."""
 
     def _mlflow_ui(self) -> str | None:
-        if os.environ.get(MLFLOW_UI_ENV):
-            return os.environ[MLFLOW_UI_ENV]
-        from retrainer_provider.hooks.mlflow import MlflowHook
+        from retrainer_provider.hooks.airflow_api import ui_links
 
-        uri = MlflowHook(self.mlflow_conn_id).get_tracking().uri
-        return uri if uri.startswith("http") else None
+        return ui_links(self.mlflow_conn_id).mlflow or None

@@ -60,7 +60,7 @@ import httpx
 import psutil
 import yaml
 
-from retrainer.stack import REPO_ROOT
+from retrainer.stack import REPO_ROOT, SERVICE_USERNAME
 
 if TYPE_CHECKING:
     from retrainer.airflow_api import AirflowClient
@@ -1187,8 +1187,10 @@ class _Launcher:
         home = self.root / "airflow"
         home.mkdir(parents=True, exist_ok=True)
         self.admin_password = secrets.token_urlsafe(12)
+        tasks_password = secrets.token_urlsafe(12)  # the tasks' own user, for the runs' notes
         passwords = home / "simple_auth_manager_passwords.json.generated"
-        _write_secret_file(passwords, json.dumps({ADMIN_USERNAME: self.admin_password}) + "\n")
+        users = {ADMIN_USERNAME: self.admin_password, SERVICE_USERNAME: tasks_password}
+        _write_secret_file(passwords, json.dumps(users) + "\n")
         self.airflow_url = f"http://{self.host_ip}:{api_port}"
         platform = self.s3["platform"]
         env = {**_base_env(), **_AIRFLOW_DEFAULTS}
@@ -1207,7 +1209,7 @@ class _Launcher:
                 "AIRFLOW__API__BASE_URL": self.airflow_url,
                 "AIRFLOW__API__HOST": self.host_ip,
                 "AIRFLOW__API__PORT": str(api_port),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USERNAME}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USERNAME}:admin,{SERVICE_USERNAME}:user",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
@@ -1216,6 +1218,14 @@ class _Launcher:
                 "RETRAINER_PROJECTS_DIR": str(self.projects),
                 "RETRAINER_GX_ROOT": str(REPO_ROOT / "great_expectations"),
                 "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": self.mlflow_url}),
+                "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+                    {
+                        "conn_type": "http",
+                        "host": self.airflow_url,
+                        "login": SERVICE_USERNAME,
+                        "password": tasks_password,
+                    }
+                ),
                 "AWS_ACCESS_KEY_ID": platform.access_key,
                 "AWS_SECRET_ACCESS_KEY": platform.secret_key,
                 "AWS_ENDPOINT_URL": self.s3_endpoint,
