@@ -91,6 +91,10 @@ bench: install ## Orchestration cost: one cycle through Airflow vs the same step
 bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 60 s polling sensor (~15 min)
 	$(BIN)/python bench/bench_alert_latency.py
 
+.PHONY: bench-drift
+bench-drift: install ## The drift step's verdicts (NumPy) against the NumPy floor and Evidently, 100k and 1M rows a side
+	$(BIN)/python bench/bench_drift.py --rows 100000 1000000
+
 .PHONY: bench-gpu
 bench-gpu: install ## xgboost on the GPU vs the CPU for the same data, ~1M and 4M rows (needs an NVIDIA GPU)
 	$(BIN)/python bench/bench_gpu.py

@@ -362,6 +362,16 @@ class DriftConfig(_Strict):
         cat_threshold: Threshold of the categorical stattest.
         share_threshold: The batch is drifted when at least this share of its columns drifted.
         key_features: Columns whose drift alone marks the batch as drifted.
+        report_rows: Rows a side Evidently's HTML/JSON report is drawn from (a seeded sample beyond); the
+            verdicts are computed on all rows.
+        calibration: ``none``: a column drifts when its stattest passes its threshold (Evidently's verdict).
+            ``resampled``: only when the shift is also beyond the reference's own variability at the batch's
+            size, with false alarms controlled across columns (:mod:`retrainer.drift_calibration`); verdicts
+            then mean the same at 500 rows as at 5 million.
+        false_alarm_rate: With calibration: the chance of any false alarm in a batch (``bonferroni``) or the
+            expected share of false alarms among drifted columns (``benjamini_hochberg``).
+        correction: ``bonferroni`` or ``benjamini_hochberg``.
+        calibration_resamples: Resampled distances a column's null is measured from.
     """
 
     num_method: str = "wasserstein"
@@ -370,6 +380,25 @@ class DriftConfig(_Strict):
     cat_threshold: float = Field(default=0.1, gt=0)
     share_threshold: float = Field(default=0.5, gt=0, le=1)
     key_features: list[str] = Field(default_factory=list)
+    report_rows: int = Field(default=100_000, ge=1_000)
+    calibration: Literal["none", "resampled"] = "none"
+    false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    correction: Literal["bonferroni", "benjamini_hochberg"] = "bonferroni"
+    calibration_resamples: int = Field(default=100, ge=20, le=10_000)
+
+    @model_validator(mode="after")
+    def _calibratable(self) -> DriftConfig:
+        from retrainer.drift_calibration import SHRINK_EXPONENT
+        from retrainer.drift_stats import P_VALUE_METHODS
+
+        if self.calibration == "resampled":
+            for field, method in (("num_method", self.num_method), ("cat_method", self.cat_method)):
+                if method not in SHRINK_EXPONENT and method not in P_VALUE_METHODS:
+                    raise ValueError(
+                        f"drift.{field}: {method!r} cannot be calibrated (calibration: resampled); use "
+                        f"{', '.join(sorted(SHRINK_EXPONENT))} or a p-value test such as ks or chisquare"
+                    )
+        return self
 
 
 class WindowConfig(_Strict):

@@ -239,7 +239,9 @@ def test_all_missing_column_is_rejected(reference: pd.DataFrame, tmp_path: Path)
 
 def test_non_numeric_values_in_numeric_column_are_rejected(reference: pd.DataFrame, tmp_path: Path) -> None:
     current = reference.assign(a="high")
-    with pytest.raises(ValueError, match="numeric column 'a' in the current data"):
+    with pytest.raises(
+        ValueError, match=r"numeric column 'a' holds values that are not numbers: .* \(in the current data\)"
+    ):
         compute_drift(current, reference, NUMERIC, CATEGORICAL, DriftConfig(), tmp_path)
 
 
@@ -280,3 +282,25 @@ def test_flights_january_vs_july(flights_weather: pd.DataFrame, tmp_path: Path) 
     assert numeric_score(weekly) < numeric_score(seasonal)
     assert weekly.share_drifted <= seasonal.share_drifted
     assert _by_column(weekly)["temp"].score < seasonal_columns["temp"].score
+
+
+def test_beyond_report_rows_the_report_is_a_labelled_sample_and_the_verdict_uses_every_row(
+    reference: pd.DataFrame, shifted_result: DriftResult, tmp_path: Path
+) -> None:
+    """Evidently's report costs many times the statistics: past ``report_rows`` it is drawn from a seeded sample,
+    which its banner says; the verdict (the summary) is the one computed on all rows."""
+    current = _frame(np.random.default_rng(3), N_ROWS, shift_a=3.0, x_probs=[0.1, 0.3, 0.6])
+    rule = DriftConfig(report_rows=1_000)
+    sampled = compute_drift(current, reference, NUMERIC, CATEGORICAL, rule, tmp_path)
+    assert sampled.summary == shifted_result.summary  # the same data, every row: the same verdicts and scores
+    banner = sampled.html_path.read_text(encoding="utf-8").split('<div id="retrainer-sample">', 1)[1]
+    assert banner.startswith(
+        f"Evidently&#x27;s report below is drawn from a seeded sample of 1,000 of {N_ROWS:,} rows of the batch"
+    )
+    from retrainer.drift import _sample
+
+    drawn = _sample(current, 1_000).index
+    assert len(drawn) == 1_000 and drawn.equals(_sample(current, 1_000).index)  # seeded: the same rows each run
+    assert _sample(current, N_ROWS) is current  # within the bound: every row
+    with pytest.raises(ValueError, match="greater than or equal to 1000"):
+        DriftConfig(report_rows=10)
