@@ -262,59 +262,57 @@ def compute_drift(
 def measure(
     current: pd.DataFrame, reference: pd.DataFrame, types: dict[str, str], rule: DriftConfig
 ) -> list[ColumnDrift]:
-    """Each column's drift over all rows (:mod:`retrainer.drift_stats`), in the order of ``types``.
+    """Each column's drift over all rows (:mod:`retrainer.drift_stats`), in the order of ``types``; calibrated
+    when ``rule.calibration`` says so (:mod:`retrainer.drift_calibration`). One column's values are held at a
+    time.
 
     Raises:
         ValueError: A numeric column is not numeric, or a column has no present value in a frame.
     """
-    from retrainer import drift_stats
+    import numpy as np
 
-    results, empty = [], {"current": [], "reference": []}
-    prepared = {}
+    from retrainer import drift_calibration, drift_stats
+
+    rng = np.random.default_rng(0)  # calibration's resamples: the same data gets the same verdicts
+    results: list[ColumnDrift] = []
+    empty: dict[str, list[str]] = {"current": [], "reference": []}
     for column, kind in types.items():
         pair = {}
         for name, frame in (("current", current), ("reference", reference)):
             try:
-                values = drift_stats.column_values(frame[column], kind)  # type: ignore[arg-type]
+                pair[name] = drift_stats.column_values(frame[column], kind)  # type: ignore[arg-type]
             except ValueError as error:
                 raise ValueError(f"{error} (in the {name} data)") from None
-            if values.values.size == 0:
+            if pair[name].values.size == 0:
                 empty[name].append(column)
-            pair[name] = values
-        prepared[column] = pair
-    for name in ("current", "reference"):
-        if empty[name]:
-            raise ValueError(f"column(s) {empty[name]} have no non-missing values in the {name} data")
-    for column, kind in types.items():
+        if any(values.values.size == 0 for values in pair.values()):
+            continue
         method, threshold = (
             (rule.num_method, rule.num_threshold) if kind == NUMERIC else (rule.cat_method, rule.cat_threshold)
         )
-        value = drift_stats.score(method, prepared[column]["reference"], prepared[column]["current"])
-        results.append(
-            ColumnDrift(
-                column=column,
-                column_type=kind,
-                method=method,
-                score=value,
-                threshold=threshold,
-                drifted=drift_stats.drifted(method, value, threshold),
-            )
+        value = drift_stats.score(method, pair["reference"], pair["current"])
+        p_value = (
+            drift_calibration.column_p_value(method, pair["reference"], pair["current"], value, rule, rng)
+            if rule.calibration != "none"
+            else None
         )
+        verdict = drift_stats.drifted(method, value, threshold)
+        results.append(ColumnDrift(column, kind, method, value, threshold, verdict, p_value))
+    for name in ("current", "reference"):
+        if empty[name]:
+            raise ValueError(f"column(s) {empty[name]} have no non-missing values in the {name} data")
     if rule.calibration == "none":
         return results
     from dataclasses import replace
 
-    from retrainer.drift_calibration import ColumnTest, calibrated_verdicts
-
-    verdicts, p_values = calibrated_verdicts(
-        [ColumnTest(r.method, r.score, r.score) for r in results],
+    verdicts = drift_calibration.calibrated_verdicts(
+        [r.method for r in results],
+        [r.score for r in results],
         [r.threshold for r in results],
-        [(prepared[r.column]["reference"], prepared[r.column]["current"]) for r in results],
+        [float(r.p_value) for r in results],  # type: ignore[arg-type]
         rule,
     )
-    return [
-        replace(r, drifted=verdict, p_value=p) for r, verdict, p in zip(results, verdicts, p_values, strict=True)
-    ]
+    return [replace(r, drifted=verdict) for r, verdict in zip(results, verdicts, strict=True)]
 
 
 def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:

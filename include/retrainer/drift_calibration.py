@@ -23,7 +23,6 @@ batch: at most ``resamples`` distances between 15,000 values per column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,21 +37,6 @@ CALIBRATION_ROWS = 5_000  # batch rows a resample has at most
 CALIBRATION_REFERENCE_ROWS = 10_000  # reference rows it is compared with, at most
 # How a distance between two samples of one distribution shrinks with their effective size.
 SHRINK_EXPONENT = {"wasserstein": 0.5, "jensenshannon": 0.5, "psi": 1.0}
-
-
-@dataclass(frozen=True)
-class ColumnTest:
-    """One column's statistic and how unlikely it is without a real shift.
-
-    Attributes:
-        method: The project's statistic for the column.
-        value: Its value on the batch against the reference.
-        p_value: The chance of a value at least this large without a real shift (a p-value test's own).
-    """
-
-    method: str
-    value: float
-    p_value: float
 
 
 def effective_size(rows: int, reference_rows: int) -> float:
@@ -126,35 +110,27 @@ def significant(p_values: list[float], rate: float, correction: str) -> list[boo
     raise ValueError(f"drift.correction must be bonferroni or benjamini_hochberg, got {correction!r}")
 
 
-def calibrated_verdicts(
-    tests: list[ColumnTest],
-    thresholds: list[float],
-    pairs: list[tuple[ColumnValues, ColumnValues]],
+def column_p_value(
+    method: str,
+    reference: ColumnValues,
+    current: ColumnValues,
+    value: float,
     rule: DriftConfig,
-    seed: int = 0,
-) -> tuple[list[bool], list[float]]:
-    """Each column's calibrated verdict and p-value: significant after the correction and, for a distance, at
-    least the project's threshold.
+    rng: np.random.Generator,
+) -> float:
+    """A column's p-value: a p-value test's own, a distance's from its resampled null (:func:`null_p_value`)."""
+    if method in drift_stats.P_VALUE_METHODS:
+        return value if np.isfinite(value) else 1.0
+    return null_p_value(method, reference, current, value, rule.calibration_resamples, rng)
 
-    Args:
-        tests: Each column's method and value (a p-value test's p-value as both ``value`` and ``p_value``).
-        thresholds: Each column's configured threshold.
-        pairs: Each column's (reference, current) values.
-        rule: ``false_alarm_rate``, ``correction`` and ``calibration_resamples``.
-        seed: Seeds the resampling (the same data gives the same verdicts).
-    """
-    rng = np.random.default_rng(seed)
-    p_values = []
-    for test, (reference, current) in zip(tests, pairs, strict=True):
-        if test.method in drift_stats.P_VALUE_METHODS:
-            p_values.append(test.value if np.isfinite(test.value) else 1.0)
-        else:
-            p_values.append(
-                null_p_value(test.method, reference, current, test.value, rule.calibration_resamples, rng)
-            )
+
+def calibrated_verdicts(
+    methods: list[str], values: list[float], thresholds: list[float], p_values: list[float], rule: DriftConfig
+) -> list[bool]:
+    """Each column's calibrated verdict: significant after ``rule.correction`` at ``rule.false_alarm_rate`` and,
+    for a distance, at least its threshold."""
     real = significant(p_values, rule.false_alarm_rate, rule.correction)
-    verdicts = [
-        bool(is_real) and (test.method in drift_stats.P_VALUE_METHODS or test.value >= threshold)
-        for test, threshold, is_real in zip(tests, thresholds, real, strict=True)
+    return [
+        bool(is_real) and (method in drift_stats.P_VALUE_METHODS or value >= threshold)
+        for method, value, threshold, is_real in zip(methods, values, thresholds, real, strict=True)
     ]
-    return verdicts, p_values
