@@ -20,7 +20,7 @@ from retrainer.catalog import BatchStatus, Catalog
 from retrainer.history import AliasMove
 from retrainer.links import Links, relative_to_root
 from retrainer.run_notes import cycle_note
-from retrainer.steps.records import CycleRecord, QuarantinedBatch, read_cycles
+from retrainer.steps.records import CycleRecord, QuarantinedBatch, batches_and_drift, read_cycles
 from retrainer.steps.rollback import read_rollbacks
 
 if TYPE_CHECKING:
@@ -156,22 +156,16 @@ def _report_url(links: Links, config: ProjectConfig, uri: str | None) -> str | N
     return links.report(config.name, path) if path else None
 
 
-def _week(record: CycleRecord) -> list[str]:
-    batches = list(record.batches)
-    if not batches:  # an alert run: the batches the alerts are about
-        batches = sorted({b for alert in record.alerts for b in alert.batch_ids})
-    return batches
-
-
 def _airflow_url(links: Links, record: CycleRecord) -> str | None:
     if record.dag_id and record.airflow_run_id:
         return links.airflow_run(record.dag_id, record.airflow_run_id)
     return None
 
 
-def cycle_entry(config: ProjectConfig, record: CycleRecord, links: Links) -> CycleEntry:
+def cycle_entry(config: ProjectConfig, record: CycleRecord, links: Links, catalog: Catalog) -> CycleEntry:
     """A cycle record as a timeline row, with its links."""
     decision, evaluation = record.decision, record.evaluation
+    batches, share = batches_and_drift(record, catalog)
     comparison = decision.comparison if decision else None
     if comparison is None and evaluation is not None:
         comparison = evaluation.comparisons.get(evaluation.metric)
@@ -188,9 +182,9 @@ def cycle_entry(config: ProjectConfig, record: CycleRecord, links: Links) -> Cyc
         at=record.started_at or record.recorded_at,
         cutoff=record.cutoff,
         trigger=record.trigger,
-        batches=_week(record),
-        validation=", ".join(sorted(set(record.batches.values()))) or "-",
-        drift_share=record.drift.share_drifted if record.drift else None,
+        batches=list(batches),
+        validation=", ".join(sorted(set(batches.values()))) or "-",
+        drift_share=share,
         drift_summary=record.drift.summary if record.drift else None,
         metric=evaluation.metric if evaluation else (decision.metric if decision else None),
         candidate=evaluation.candidate if evaluation else None,
@@ -305,7 +299,8 @@ def model_timeline(config: ProjectConfig, tracking: Tracking, links: Links) -> M
     from retrainer.steps.registry import alias_history
 
     records = read_cycles(config)
-    cycles = [cycle_entry(config, record, links) for record in records]
+    catalog = Catalog(config)
+    cycles = [cycle_entry(config, record, links, catalog) for record in records]
     by_cycle = {record.cycle_id: record for record in records}
     history = alias_history(config, tracking)
     moves = []

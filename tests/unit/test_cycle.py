@@ -120,6 +120,7 @@ def test_cycle_table_has_a_row_per_cycle(cycles: dict) -> None:
     assert [r.validation for r in rows] == ["accepted", "accepted", "quarantined", "accepted"]
     assert rows[0].decision == "promoted v1"
     assert rows[2].decision == f"quarantined {cycles['records'][2]['ingest']['pending'][0]}"
+    assert rows[2].reason.startswith("1/") and "expect_column_values_to_be_between(x1)" in rows[2].reason
 
 
 def test_no_new_data_is_not_retrained_unless_forced(cycles: dict, gx_root: Path, synth) -> None:

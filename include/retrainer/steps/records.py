@@ -324,22 +324,35 @@ def _slices(record: CycleRecord) -> list[SliceComparison]:
     return source.slices if source is not None else []
 
 
+def batches_and_drift(record: CycleRecord, catalog: Catalog) -> tuple[dict[str, str], float | None]:
+    """The batches a cycle was about with their status, and their drift share. An alert run ingests nothing of
+    its own: the drift monitor validated the batches its alerts are about and measured their drift."""
+    batches = dict(record.batches)
+    share = record.drift.share_drifted if record.drift else None
+    alerts = record.alerts or (record.ingest.alerts if record.ingest else [])
+    if not batches:
+        for batch_id in (b for alert in alerts for b in alert.batch_ids):
+            try:
+                batches[batch_id] = catalog.get(batch_id).status.value
+            except CatalogError:
+                batches[batch_id] = "unknown"
+        shares = [(alert.drift or {}).get("share_drifted") for alert in alerts]
+        share = next((value for value in shares if value is not None), share)
+    return batches, share
+
+
+def _quarantine_reason(record: CycleRecord) -> str:
+    """What failed, for a cycle that quarantined its batches (the outcome names them when there is one)."""
+    many = len(record.quarantined) > 1
+    return "; ".join(f"{q.batch_id}: {q.summary}" if many else q.summary for q in record.quarantined)
+
+
 def cycle_table(config: ProjectConfig) -> list[CycleRow]:
     """One row per recorded cycle, oldest first: week, validation, drift share, both scores, decision."""
     catalog = Catalog(config)
     rows = []
     for record in read_cycles(config):
-        batches = dict(record.batches)
-        share = record.drift.share_drifted if record.drift else None
-        alerts = record.alerts or (record.ingest.alerts if record.ingest else [])
-        if not batches:  # an alert run: the drift monitor validated the batches the alert is about
-            for batch_id in (b for alert in alerts for b in alert.batch_ids):
-                try:
-                    batches[batch_id] = catalog.get(batch_id).status.value
-                except CatalogError:
-                    batches[batch_id] = "unknown"
-            shares = [(alert.drift or {}).get("share_drifted") for alert in alerts]
-            share = next((value for value in shares if value is not None), share)
+        batches, share = batches_and_drift(record, catalog)
         rows.append(
             CycleRow(
                 cycle=record.cycle_id if record.attempt == 1 else f"{record.cycle_id} (attempt {record.attempt})",
@@ -353,7 +366,9 @@ def cycle_table(config: ProjectConfig) -> list[CycleRow]:
                 broken_rows=_compatibility(record),
                 regressed_slices=[s.name for s in _slices(record) if s.status == "regressed"],
                 decision=record.outcome,
-                reason=record.decision.reason if record.decision else (record.error or ""),
+                reason=record.decision.reason
+                if record.decision
+                else (_quarantine_reason(record) or record.error or ""),
                 cutoff=record.cutoff,
             )
         )
