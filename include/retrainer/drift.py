@@ -37,26 +37,6 @@ SUMMARY_NAME = "drift_summary.json"
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 
-# Stattests whose score is a p-value (drift when the score is below the threshold); every other registered
-# stattest returns a distance (drift when the score reaches the threshold). Only used when Evidently's own
-# per-column drift test is missing from a snapshot.
-_P_VALUE_METHODS = frozenset(
-    {
-        "anderson",
-        "chisquare",
-        "cramer_von_mises",
-        "empirical_mmd",
-        "es",
-        "fisher_exact",
-        "g_test",
-        "ks",
-        "mannw",
-        "t_test",
-        "TVD",
-        "z",
-    }
-)
-
 
 @dataclass(frozen=True)
 class ColumnDrift:
@@ -370,6 +350,8 @@ def parse_snapshot(snapshot: dict[str, Any], columns: list[str], types: dict[str
     Raises:
         ValueError: The snapshot has no drift result for one of the columns.
     """
+    from retrainer import drift_stats
+
     status_by_metric = {
         test["metric_config"]["metric_id"]: test.get("status")
         for test in snapshot.get("tests", [])
@@ -385,14 +367,7 @@ def parse_snapshot(snapshot: dict[str, Any], columns: list[str], types: dict[str
         threshold = float(config["threshold"])
         score = _float_or_nan(metric.get("value"))
         status = status_by_metric.get(metric.get("id"))
-        if status is not None:
-            drifted = status == "FAIL"
-        elif not math.isfinite(score):
-            drifted = False
-        elif method in _P_VALUE_METHODS:
-            drifted = score < threshold
-        else:
-            drifted = score >= threshold
+        drifted = status == "FAIL" if status is not None else drift_stats.drifted(method, score, threshold)
         by_column[column] = ColumnDrift(
             column=column,
             column_type=types.get(column, ""),
