@@ -388,8 +388,7 @@ class DriftConfig(_Strict):
 
     @model_validator(mode="after")
     def _calibratable(self) -> DriftConfig:
-        from retrainer.drift_calibration import SHRINK_EXPONENT
-        from retrainer.drift_stats import P_VALUE_METHODS
+        from retrainer.drift_methods import P_VALUE_METHODS, SHRINK_EXPONENT
 
         if self.calibration == "resampled":
             for field, method in (("num_method", self.num_method), ("cat_method", self.cat_method)):

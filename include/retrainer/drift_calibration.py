@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrainer import drift_stats
+from retrainer.drift_methods import P_VALUE_METHODS, SHRINK_EXPONENT
 from retrainer.drift_stats import ColumnValues
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
 CALIBRATION_ROWS = 5_000  # batch rows a resample has at most
 CALIBRATION_REFERENCE_ROWS = 10_000  # reference rows it is compared with, at most
-# How a distance between two samples of one distribution shrinks with their effective size.
-SHRINK_EXPONENT = {"wasserstein": 0.5, "jensenshannon": 0.5, "psi": 1.0}
 
 
 def effective_size(rows: int, reference_rows: int) -> float:
@@ -119,7 +118,7 @@ def column_p_value(
     rng: np.random.Generator,
 ) -> float:
     """A column's p-value: a p-value test's own, a distance's from its resampled null (:func:`null_p_value`)."""
-    if method in drift_stats.P_VALUE_METHODS:
+    if method in P_VALUE_METHODS:
         return value if np.isfinite(value) else 1.0
     return null_p_value(method, reference, current, value, rule.calibration_resamples, rng)
 
@@ -131,6 +130,6 @@ def calibrated_verdicts(
     for a distance, at least its threshold."""
     real = significant(p_values, rule.false_alarm_rate, rule.correction)
     return [
-        bool(is_real) and (method in drift_stats.P_VALUE_METHODS or value >= threshold)
+        bool(is_real) and (method in P_VALUE_METHODS or value >= threshold)
         for method, value, threshold, is_real in zip(methods, values, thresholds, real, strict=True)
     ]

@@ -29,29 +29,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from retrainer.drift_methods import P_VALUE_METHODS
+
 if TYPE_CHECKING:
     import pandas as pd
 
 ColumnKind = Literal["numeric", "categorical"]
 
 VECTORISED = frozenset({"wasserstein", "ks", "psi", "jensenshannon", "chisquare"})
-# Stattests whose score is a p-value: drift when it is small. The rest are distances: drift when large.
-P_VALUE_METHODS = frozenset(
-    {
-        "anderson",
-        "chisquare",
-        "cramer_von_mises",
-        "empirical_mmd",
-        "es",
-        "fisher_exact",
-        "g_test",
-        "ks",
-        "mannw",
-        "t_test",
-        "TVD",
-        "z",
-    }
-)
 DISTINCT_FOR_BINS = 20  # Evidently bins a numeric column with more distinct reference values than this
 BINS = 30  # Evidently's n_bins for psi and jensenshannon (used only where it bins by quantiles: never here)
 
