@@ -23,6 +23,7 @@ def scratch_environment(prefix: str) -> Path:
     os.environ["RETRAINER_GX_ROOT"] = str(gx)
     os.environ["RETRAINER_PROJECTS_DIR"] = str(root / "projects")
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    if str(REPO / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO / "tests"))
+    for folder in (REPO, REPO / "tests"):  # tests/integration/conftest.py imports ``tests.helpers``
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     return root

@@ -39,7 +39,7 @@ import fnmatch
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -824,10 +824,18 @@ class Catalog:
                 return
             after = names[-1]
 
-    def load(self, records: list[BatchRecord], with_labels: bool = True) -> pd.DataFrame:
+    def load(
+        self, records: list[BatchRecord], with_labels: bool = True, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Read batches into one DataFrame, checking each file still has its recorded hash.
 
         Late labels (if any, also hash-checked) fill the batches' missing targets.
+
+        Args:
+            records: The batches, in the order their rows are wanted.
+            with_labels: Fill missing targets from late labels.
+            columns: Read only these columns (and the timestamp, target and id columns): a step holds in memory
+                only what it uses. None: every column.
 
         Raises:
             CatalogError: A file changed since it landed, or there is nothing to read.
@@ -836,6 +844,10 @@ class Catalog:
 
         if not records:
             raise CatalogError("no batches to load")
+        schema = self.config.schema_
+        if columns is not None:
+            wanted = [*columns, schema.timestamp, schema.target, *([schema.id] if schema.id else [])]
+            columns = [c for c in schema.columns if c in set(wanted)]  # the schema's order, each once
         frames = []
         for record in records:
             if not storage.exists(record.uri):
@@ -846,12 +858,14 @@ class Catalog:
                     f"batch {record.batch_id} at {record.uri} changed since it landed "
                     f"(sha256 {storage.sha256_bytes(data)[:12]}…, recorded {record.sha256[:12]}…)"
                 )
-            frame = _read_frame(data, record.uri)
+            frame = _read_frame(data, record.uri, columns)
+            del data  # the file's bytes are not needed once parsed
             if with_labels and record.labels is not None:
                 target = self.config.schema_.target
                 frame[target] = frame[target].where(frame[target].notna(), self._late_labels(frame, record))
             frames.append(frame)
-        frame = pd.concat(frames, ignore_index=True)
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        frames.clear()
         ts_col = self.config.schema_.timestamp
         frame[ts_col] = _to_utc(frame[ts_col], self.config.schema_.naive_timezone)
         return frame
@@ -861,13 +875,18 @@ def _encode(record: BatchRecord) -> bytes:
     return json.dumps(record.to_dict(), indent=2).encode()
 
 
-def _read_frame(data: bytes, uri: str) -> pd.DataFrame:
+def _read_frame(data: bytes, uri: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     import io
 
     import pandas as pd
 
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        if columns is not None:  # a column the file lacks is the suite's business, not a read error
+            import pyarrow.parquet as pq
+
+            present = set(pq.read_schema(io.BytesIO(data)).names)
+            columns = [c for c in columns if c in present]
+        frame = pd.read_parquet(io.BytesIO(data), columns=None if columns is None else list(columns))
     except Exception as error:
         raise CatalogError(f"batch {uri} is not a readable Parquet file: {error}") from error
     if frame.empty:

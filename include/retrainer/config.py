@@ -688,7 +688,7 @@ class ProjectConfig(_Strict):
 
     @property
     def categorical_features(self) -> list[str]:
-        """Features one-hot encoded by the preprocessing pipeline."""
+        """Features the preprocessing pipeline encodes as categories (one-hot, or codes for xgboost)."""
         return [f for f in self.features if self.schema_.columns[f] in CATEGORICAL_TYPES]
 
 

@@ -95,6 +95,11 @@ def features_of(frame: pd.DataFrame, config: ProjectConfig) -> pd.DataFrame:
     return features
 
 
+def model_columns(config: ProjectConfig, *extra: str) -> list[str]:
+    """The columns training and evaluation read: features, target and timestamp (and ``extra``)."""
+    return list(dict.fromkeys([*config.features, config.schema_.target, config.schema_.timestamp, *extra]))
+
+
 def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str | None = None) -> HoldoutSplit:
     """Hold out the newest rows of a window by timestamp.
 
@@ -225,26 +230,56 @@ def _check_params(estimator: Any, params: dict[str, Any], class_path: str) -> No
             raise ModelingError(f"estimator.params of {class_path}: {error}") from None
 
 
+# xgboost splits a categorical feature one category against the rest (as on one-hot columns) up to this many
+# categories: the same trees as one-hot encoding gives, without a dense column per category.
+ONE_VS_REST_CATEGORIES = 1_000_000
+
+
+def native_categories(config: ProjectConfig) -> bool:
+    """xgboost takes categorical features as codes (one column each) instead of one-hot columns."""
+    return bool(config.categorical_features) and config.estimator_class.startswith("xgboost.")
+
+
 def build_pipeline(config: ProjectConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Preprocessing (impute, one-hot encode) and the estimator, as one scikit-learn pipeline."""
+    """Preprocessing (impute, encode categories) and the estimator, as one scikit-learn pipeline.
+
+    Categorical features are one-hot encoded, except for xgboost, which gets one code per category and
+    splits on them natively (one category against the rest, as it would on one-hot columns): at 10M rows a
+    dense one-hot matrix of ~150 columns is 12 GB, the codes one column per feature.
+    """
+    import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-    transformers = []
+    transformers: list[tuple[str, Any, list[str]]] = []
     if config.numeric_features:
         transformers.append(
             ("numeric", SimpleImputer(strategy="median", keep_empty_features=True), config.numeric_features)
         )
+    native = native_categories(config)
     if config.categorical_features:
-        categorical = make_pipeline(
-            SimpleImputer(strategy="constant", fill_value="__missing__"),
-            OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
+        # Missing is a category of its own; rare ones (< 5 rows) share one; unseen ones match no trained category
+        # (no one-hot column, or the code NaN, which xgboost sends where "none of the split's category" goes).
+        encoder = (
+            OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, min_frequency=5)
+            if native
+            else OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False)
         )
+        categorical = make_pipeline(SimpleImputer(strategy="constant", fill_value="__missing__"), encoder)
         transformers.append(("categorical", categorical, config.categorical_features))
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("preprocess", preprocess), ("estimator", make_estimator(config, overrides))])
+    native_params: dict[str, Any] = {}
+    if native:
+        native_params = {
+            "enable_categorical": True,
+            "feature_types": ["q"] * len(config.numeric_features) + ["c"] * len(config.categorical_features),
+        }
+        if "max_cat_to_onehot" not in config.estimator.params:
+            native_params["max_cat_to_onehot"] = ONE_VS_REST_CATEGORIES
+    estimator = make_estimator(config, {**native_params, **(overrides or {})})
+    return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
 
 
 @dataclass(frozen=True)

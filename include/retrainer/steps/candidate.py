@@ -188,7 +188,7 @@ def train(
         log.warning("could not check for abandoned candidate runs: %s", error)
     catalog = Catalog(config)
     records = training_window(config, cutoff, window_batches, require_new_data)
-    split = modeling.split_holdout(catalog.load(records), config)
+    split = modeling.split_holdout(catalog.load(records, columns=modeling.model_columns(config)), config)
     train_rows = split.train
     if max_train_rows is not None and len(train_rows) > max_train_rows:
         train_rows = train_rows.sample(n=max_train_rows, random_state=config.estimator.seed)

@@ -86,13 +86,14 @@ def _drift(
     if champion is None:
         return DriftOutcome(status="no_champion", summary="no champion yet: nothing to compare with")
     catalog = Catalog(config)
+    columns = [*config.numeric_features, *config.categorical_features]  # what drift compares, nothing else
     try:
-        reference = catalog.load([catalog.get(b) for b in window_of_run(client, champion.run_id)])
+        reference = catalog.load([catalog.get(b) for b in window_of_run(client, champion.run_id)], columns=columns)
     except CatalogError as error:
         return DriftOutcome(
             status="no_reference", summary=f"reference data of v{champion.version} unavailable: {error}"
         )
-    current = catalog.load([catalog.get(b) for b in batch_ids])
+    current = catalog.load([catalog.get(b) for b in batch_ids], columns=columns)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             title = (

@@ -71,7 +71,8 @@ def evaluate(config: ProjectConfig, tracking: Tracking, run_id: str) -> Evaluati
         if tags.get(f"{TAG}kind") != "candidate":
             raise ValueError(f"MLflow run {run_id} is not a candidate run of the train step")
         catalog = Catalog(config)
-        frame = catalog.load([catalog.get(b) for b in json.loads(tags[f"{TAG}window"])])
+        columns = modeling.model_columns(config, *config.promotion.slices.columns)
+        frame = catalog.load([catalog.get(b) for b in json.loads(tags[f"{TAG}window"])], columns=columns)
         holdout_start = tags[f"{TAG}holdout_start"]
         holdout = modeling.split_holdout(frame, config, holdout_start=holdout_start).holdout
         features, target = modeling.prepare(holdout, config)
