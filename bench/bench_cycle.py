@@ -87,13 +87,17 @@ def _duration(ti: dict) -> float:
 def through_airflow(client, dag_id: str, cutoff: str, timeout: float = 900) -> dict[str, float]:
     """Trigger a dry-run cycle and wait for it: each step's task time, and ``total`` from trigger to end."""
     started = time.perf_counter()
-    run_id = client.trigger(dag_id, conf={"cutoff": cutoff, "dry_run": True})
+    # force: the in-process side's dry-run candidate already covers this week, which would otherwise skip training.
+    run_id = client.trigger(dag_id, conf={"cutoff": cutoff, "dry_run": True, "force": True})
     run = client.wait_for_dag_run(dag_id, run_id, timeout=timeout)
     total = time.perf_counter() - started
     if run["state"] != "success":
         raise RuntimeError(f"benchmark run {run_id} ended {run['state']}")
     instances = client.task_instances(dag_id, run_id)
     # Task ids inside a task group are prefixed (``retrain.train``): keyed by the step's own name.
+    states = {ti["task_id"].rsplit(".", 1)[-1]: ti["state"] for ti in instances}
+    if any(states.get(step) != "success" for step in STEPS):
+        raise RuntimeError(f"benchmark run {run_id}: a step did not run: {states}")
     timings = {ti["task_id"].rsplit(".", 1)[-1]: _duration(ti) for ti in instances if ti.get("end_date")}
     timings["total"] = total
     return timings

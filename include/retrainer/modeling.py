@@ -54,7 +54,8 @@ def prepare(frame: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, p
     missing = [c for c in [*config.features, target] if c not in frame.columns]
     if missing:
         raise ModelingError(f"columns missing from the data: {missing}")
-    labelled = frame[frame[target].notna()]
+    has_target = frame[target].notna()
+    labelled = frame if has_target.all() else frame[has_target]
     if labelled.empty:
         raise ModelingError(f"no row has a value for the target {target!r}")
     features = features_of(labelled, config)
@@ -115,7 +116,9 @@ def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str
 
     # Only labelled rows with a timestamp can be trained on or scored; late labels leave the newest rows empty.
     ts_all = pd.to_datetime(frame[config.schema_.timestamp], utc=True)
-    frame = frame[frame[config.schema_.target].notna() & ts_all.notna()]
+    usable = frame[config.schema_.target].notna() & ts_all.notna()
+    if not usable.all():  # a copy of the window only when rows must go
+        frame = frame[usable]
     ts = ts_all[frame.index]
     if frame.empty:
         raise ModelingError(f"no row of the window has both a timestamp and a value for {config.schema_.target!r}")
@@ -131,7 +134,9 @@ def split_holdout(frame: pd.DataFrame, config: ProjectConfig, holdout_start: str
             f"window too small: {len(train)} training and {len(holdout)} held-out labelled rows "
             f"(holdout.min_rows is {minimum})"
         )
-    return HoldoutSplit(train.reset_index(drop=True), holdout.reset_index(drop=True), split_at.isoformat())
+    for part in (train, holdout):  # renumbered in place: reset_index would copy every column again
+        part.index = pd.RangeIndex(len(part))
+    return HoldoutSplit(train, holdout, split_at.isoformat())
 
 
 def _import(path: str) -> type:
@@ -299,6 +304,13 @@ def fit_on_device(
     no GPU.
     """
     features, target = prepare(train, config)
+    return fit_features(features, target, config, overrides)
+
+
+def fit_features(
+    features: pd.DataFrame, target: pd.Series, config: ProjectConfig, overrides: dict[str, Any] | None = None
+) -> FittedModel:
+    """:func:`fit_on_device` on rows already through :func:`prepare` (a caller that needs them too)."""
     gpu = config.training.device == "cuda"
     pipeline = build_pipeline(config, {"device": "cuda", **(overrides or {})} if gpu else overrides)
     pipeline.fit(features, target)

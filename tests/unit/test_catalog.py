@@ -316,6 +316,19 @@ def test_load_concatenates_batches_with_utc_timestamps(project: Any) -> None:
     assert frame["ts"].is_monotonic_increasing
 
 
+def test_load_reads_only_the_columns_asked_for_and_those_every_step_needs(project: Any) -> None:
+    ids = project.land(range(2), rows=20)
+    project.catalog.register_new()
+    records = [project.catalog.get(b) for b in ids]
+    schema = project.config.schema_
+    feature = next(c for c in schema.columns if c not in {schema.timestamp, schema.target})
+    # A name outside the schema is no column of any batch: left out, as a column a file lacks is.
+    frame = project.catalog.load(records, columns=[feature, "not_in_any_file"])
+    assert list(frame.columns) == [c for c in schema.columns if c in {feature, schema.timestamp, schema.target}]
+    assert len(frame) == 40
+    assert frame[feature].equals(project.catalog.load(records)[feature])
+
+
 def test_load_detects_a_tampered_batch_and_names_it(project: Any, synth: SimpleNamespace) -> None:
     ids = project.land(range(2), rows=20)
     project.catalog.register_new()

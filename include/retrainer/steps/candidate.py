@@ -189,15 +189,19 @@ def train(
     catalog = Catalog(config)
     records = training_window(config, cutoff, window_batches, require_new_data)
     split = modeling.split_holdout(catalog.load(records, columns=modeling.model_columns(config)), config)
-    train_rows = split.train
+    holdout_rows, holdout_start, train_rows = len(split.holdout), split.holdout_start, split.train
+    del split  # the held-out rows are evaluate's: not held in memory while training
     if max_train_rows is not None and len(train_rows) > max_train_rows:
         train_rows = train_rows.sample(n=max_train_rows, random_state=config.estimator.seed)
-    fitted = modeling.fit_on_device(train_rows, config)
+    trained_rows = len(train_rows)
+    features, target = modeling.prepare(train_rows, config)  # once: fitting, scoring and the signature share it
+    del train_rows
+    fitted = modeling.fit_features(features, target, config)
     if config.training.device == "cuda" and not fitted.device.startswith("cuda"):
         log.warning("training.device is cuda but xgboost found no GPU here: the model was trained on the CPU")
     model = fitted.pipeline
-    features, _ = modeling.prepare(train_rows, config)
-    train_metrics = modeling.score(model, train_rows, config)
+    predictions = modeling.predict_for_metric(model, features, config.task)
+    train_metrics = modeling.compute_metrics(target, predictions, config.task)
     window = [r.batch_id for r in records]
     with tracking.active():
         info, run_id = _log_candidate(
@@ -212,7 +216,7 @@ def train(
                 f"{TAG}trained_on": fitted.device,
                 **{f"{TAG}{key}": value for key, value in training.provenance().items() if value},
                 f"{TAG}window": json.dumps(window),
-                f"{TAG}holdout_start": split.holdout_start,
+                f"{TAG}holdout_start": holdout_start,
                 f"{TAG}cutoff": parse_cutoff(cutoff).isoformat(),
             },
             params={
@@ -220,8 +224,8 @@ def train(
                 "seed": config.estimator.seed,
                 "window_batches": len(records),
                 "holdout_fraction": config.holdout.fraction,
-                "train_rows": len(train_rows),
-                "holdout_rows": len(split.holdout),
+                "train_rows": trained_rows,
+                "holdout_rows": holdout_rows,
                 "max_train_rows": max_train_rows,
                 "device": config.training.device,
                 **{f"estimator.{k}": v for k, v in config.estimator.params.items()},
@@ -235,9 +239,9 @@ def train(
         run_id=run_id,
         model_uri=info.model_uri,
         window=window,
-        holdout_start=split.holdout_start,
-        train_rows=len(train_rows),
-        holdout_rows=len(split.holdout),
+        holdout_start=holdout_start,
+        train_rows=trained_rows,
+        holdout_rows=holdout_rows,
         train_metrics=train_metrics,
     )
 
