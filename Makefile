@@ -11,6 +11,9 @@ WEEKS ?= 9
 CORRUPT_WEEK ?= 6
 DRIFT_WEEK ?= 2013-06-24
 PYTEST_ARGS ?=
+# Rows a week of `make bench-scale`, and the sizes it also runs through Airflow.
+SCALE_ROWS ?= 100000 1000000 10000000
+SCALE_AIRFLOW_ROWS ?= 100000 1000000
 # Waits of `make run`, generous by default; raise them on a slow machine (each failure names its setting).
 STACK_TIMEOUT ?= 600
 REPLAY_TIMEOUT ?= 3600
@@ -94,6 +97,10 @@ bench-alerts: install ## Alert -> first retrain task latency: asset events vs a 
 .PHONY: bench-drift
 bench-drift: install ## The drift step's verdicts (NumPy) against the NumPy floor and Evidently, 100k and 1M rows a side
 	$(BIN)/python bench/bench_drift.py --rows 100000 1000000
+
+.PHONY: bench-scale
+bench-scale: install ## The whole cycle at 100k, 1M and 10M rows a week: step times, peak memory, linear fit, Airflow ratio (~1 h)
+	$(BIN)/python bench/bench_scale.py --rows $(SCALE_ROWS) --airflow-rows $(SCALE_AIRFLOW_ROWS)
 
 .PHONY: bench-gpu
 bench-gpu: install ## xgboost on the GPU vs the CPU for the same data, ~1M and 4M rows (needs an NVIDIA GPU)

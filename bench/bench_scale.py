@@ -211,6 +211,16 @@ def _through_airflow(client: Any, dag_id: str, cutoff: str, timeout: float) -> d
     return {step: {"seconds": seconds} for step, seconds in timings.items()}
 
 
+def _allow_rows(gx_root: Path, suite: str, rows: int) -> None:
+    """Raise the suite's bound on a batch's row count (1M in the demo's suite) to the bench's largest batch."""
+    path = gx_root / "expectations" / f"{suite}.json"
+    raw = json.loads(path.read_text())
+    for expectation in raw["expectations"]:
+        if expectation["type"] == "expect_table_row_count_to_be_between":
+            expectation["kwargs"]["max_value"] = max(expectation["kwargs"].get("max_value") or 0, rows)
+    path.write_text(json.dumps(raw, indent=2))
+
+
 def _write_project(projects: Path, data_root: Path, rows: int) -> Path:
     import yaml
 
@@ -255,10 +265,17 @@ def report(results: dict[int, dict[str, Any]]) -> None:
         f"{'in-process total s':<26}"
         + "".join(f"{results[r]['in_process']['total']['seconds']:>13.1f}" for r in sizes)
     )
-    print("\nPower-law exponent of each step's time against rows (1.0: linear):")
+    # Fixed costs (imports aside: loading models, MLflow calls) flatten the small sizes; the slope between the two
+    # largest sizes is how a step grows once its rows dominate.
+    print("\nPower-law exponent of each step's time against rows (1.0: linear; below: fixed costs still count):")
+    largest = f"{sizes[-2]:,} to {sizes[-1]:,}" if len(sizes) > 2 else ""
+    print(f"  {'step':<10}{'all sizes':>10}{largest:>26}")
     for step in STEPS:
-        exponent = _exponent(sizes, [results[r]["in_process"][step]["seconds"] for r in sizes])
-        print(f"  {step:<10}{exponent:>6.2f}")
+        seconds = [results[r]["in_process"][step]["seconds"] for r in sizes]
+        line = f"  {step:<10}{_exponent(sizes, seconds):>10.2f}"
+        if len(sizes) > 2:
+            line += f"{_exponent(sizes[-2:], seconds[-2:]):>26.2f}"
+        print(line)
     for rows in sizes:
         airflow = results[rows].get("airflow")
         if not airflow:
@@ -281,12 +298,17 @@ def main() -> int:
         "--airflow-rows", type=int, nargs="*", default=[1_000_000], help="Sizes also run via Airflow."
     )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--report", type=Path, nargs="+", help="Only print the report of earlier --json files.")
     parser.add_argument("--worker", choices=["prepare", "cycle"], help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cutoff", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.report:
+        runs = [json.loads(path.read_text()) for path in args.report]
+        report({int(rows): result for run in runs for rows, result in run.items()})
+        return 0
 
     root = scratch_environment("bench_scale_")
     from integration.conftest import temporary_stack
@@ -297,6 +319,7 @@ def main() -> int:
     projects = Path(os.environ["RETRAINER_PROJECTS_DIR"])
     projects.mkdir(parents=True)
     paths = {rows: _write_project(projects, root / f"data_{rows}", rows) for rows in args.rows}
+    _allow_rows(Path(os.environ["RETRAINER_GX_ROOT"]), "flights_arr_delay", max(args.rows))
     settings = temporary_stack(root / "stack", REPO / "dags", REPO / "plugins")
     print(f"starting a stack in {root} ...", flush=True)
     status = start_stack(settings, timeout=300)
