@@ -14,15 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 def scratch_environment(prefix: str) -> Path:
     """A new scratch folder holding a copy of ``great_expectations/``; the platform's settings point into it.
 
-    Sets ``RETRAINER_GX_ROOT`` and ``RETRAINER_PROJECTS_DIR`` (``<folder>/projects``), lets MLflow load the
-    platform's models, and makes ``tests/integration/conftest.py`` (free ports, project copies) importable.
+    Sets ``RETRAINER_GX_ROOT`` and ``RETRAINER_PROJECTS_DIR`` (``<folder>/projects``), keeps MLflow's pickle
+    loading off (as the platform runs), and makes ``tests/integration/conftest.py`` (free ports, project
+    copies) importable.
     """
     root = Path(tempfile.mkdtemp(prefix=prefix))
     gx = root / "gx"
     shutil.copytree(REPO / "great_expectations", gx, ignore=shutil.ignore_patterns("uncommitted"))
     os.environ["RETRAINER_GX_ROOT"] = str(gx)
     os.environ["RETRAINER_PROJECTS_DIR"] = str(root / "projects")
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # the platform loads its own models without it
     for folder in (REPO, REPO / "tests"):  # tests/integration/conftest.py imports ``tests.helpers``
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
