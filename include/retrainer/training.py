@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from retrainer.config import ProjectConfig, TrainingBackend
 
@@ -460,6 +460,20 @@ def failure_message(
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+class TrainerProcess(Protocol):
+    """A local trainer as its launcher handles it: a ``subprocess.Popen`` or a forked trainer."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[str] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 def _die_with_launcher() -> Callable[[], None] | None:
     """What the trainer subprocess runs before its command so that it is killed with its launcher (Linux).
 
@@ -486,7 +500,8 @@ def run_local(
     timeout_s: float,
     log_line: Callable[[str], None] = lambda line: None,
     python: str = sys.executable,
-    on_start: Callable[[subprocess.Popen[str]], None] = lambda process: None,
+    on_start: Callable[[TrainerProcess], None] = lambda process: None,
+    start: Literal["exec", "fork"] = "exec",
 ) -> TrainingResult:
     """Run the trainer as a subprocess of this worker (the ``local`` backend) and return its result.
 
@@ -494,8 +509,10 @@ def run_local(
         launch: The planned launch.
         timeout_s: Kill the trainer after this many seconds.
         log_line: Receives each line the trainer prints, as it prints it.
-        python: The interpreter whose ``retrainer`` package runs the trainer.
+        python: The interpreter whose ``retrainer`` package runs the trainer (``exec`` only).
         on_start: Receives the trainer's process as soon as it runs (so that a caller can kill it).
+        start: ``exec`` starts ``python -m retrainer`` afresh; ``fork`` forks this process, whose imports are
+            warm, and runs the same command in the child (:mod:`retrainer.forked_trainer`): seconds sooner.
 
     Raises:
         TrainerFailedError: The trainer exited non-zero, timed out or left no result.
@@ -511,15 +528,22 @@ def run_local(
             k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_REGISTRY"))
         }
         env = {**inherited, **launch.environment, **launch.secrets}
-        process = subprocess.Popen(
-            [python, "-m", "retrainer", *launch.command_with_result(str(result_path))],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            preexec_fn=_die_with_launcher(),
-        )
+        args = launch.command_with_result(str(result_path))
+        process: TrainerProcess
+        if start == "fork":
+            from retrainer import forked_trainer
+
+            process = forked_trainer.start(args, env, before=_die_with_launcher())
+        else:
+            process = subprocess.Popen(
+                [python, "-m", "retrainer", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                preexec_fn=_die_with_launcher(),
+            )
         on_start(process)
         timer = threading.Timer(timeout_s, process.kill)
         timer.start()
@@ -534,8 +558,11 @@ def run_local(
             timer.cancel()
             if process.poll() is None:
                 process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
         if exit_code != 0:
-            where = "a local subprocess"
+            where = "a local subprocess" if start == "exec" else "a local process forked from its launcher"
             if exit_code == -9:
                 tail.append(f"(killed after the {timeout_s:.0f} s timeout, training.timeout_minutes)")
             raise TrainerFailedError(failure_message(exit_code, list(tail), where=where), exit_code, list(tail))

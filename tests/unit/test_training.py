@@ -165,7 +165,10 @@ def trainable(
     return SimpleNamespace(project=project, cutoff=synth.cutoff_after(3).isoformat(), tracking=tracking)
 
 
-def test_the_local_backend_trains_in_a_subprocess_and_records_where(trainable: SimpleNamespace) -> None:
+@pytest.mark.parametrize("start", ["exec", "fork"])
+def test_the_local_backend_trains_in_a_subprocess_and_records_where(
+    trainable: SimpleNamespace, start: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     import mlflow
 
     launch = training.plan(
@@ -173,9 +176,11 @@ def test_the_local_backend_trains_in_a_subprocess_and_records_where(trainable: S
     )
     lines: list[str] = []
     started: list[Any] = []
-    result = training.run_local(launch, timeout_s=300, log_line=lines.append, on_start=started.append)
-    assert lines, "the trainer's output goes to the task log"
+    result = training.run_local(launch, timeout_s=300, log_line=lines.append, on_start=started.append, start=start)
+    assert any(result.run_id in line for line in lines), "what the trainer prints goes to the task log"
     assert started and started[0].returncode == 0  # the operator's on_kill gets the process
+    printed = capfd.readouterr()
+    assert result.run_id not in printed.out + printed.err, "nothing of it on the launcher's own streams"
     run = mlflow.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["retrainer.training_backend"] == "local"
@@ -200,8 +205,9 @@ def test_the_launcher_holds_the_trainers_lease_while_it_runs(trainable: SimpleNa
     assert mlflow.get_run(result.run_id).data.tags[training.LEASE_TAG] == launch.lease
 
 
+@pytest.mark.parametrize("start", ["exec", "fork"])
 def test_a_failing_trainer_reports_its_exit_code_and_last_lines(
-    trainable: SimpleNamespace, synth: SimpleNamespace, tmp_path: Path
+    trainable: SimpleNamespace, synth: SimpleNamespace, tmp_path: Path, start: str
 ) -> None:
     launch = training.plan(
         trainable.project.config, trainable.tracking, trainable.cutoff, "cycle_bad", trigger="manual"
@@ -212,18 +218,19 @@ def test_a_failing_trainer_reports_its_exit_code_and_last_lines(
         launch.command, {**launch.environment, training.CONFIG_ENV: json.dumps(broken)}, {}, launch.window, "c"
     )
     with pytest.raises(training.TrainerFailedError) as failed:
-        training.run_local(launch, timeout_s=300)
+        training.run_local(launch, timeout_s=300, start=start)
     assert failed.value.exit_code == 1
     assert "exited with code 1" in str(failed.value)
     assert "NoSuchRegressor" in str(failed.value)  # the trainer's own error line, from its output
 
 
-def test_a_trainer_past_its_timeout_is_killed(trainable: SimpleNamespace) -> None:
+@pytest.mark.parametrize("start", ["exec", "fork"])
+def test_a_trainer_past_its_timeout_is_killed(trainable: SimpleNamespace, start: str) -> None:
     launch = training.plan(
         trainable.project.config, trainable.tracking, trainable.cutoff, "cycle_slow", trigger="manual"
     )
     with pytest.raises(training.TrainerFailedError, match="timeout") as failed:
-        training.run_local(launch, timeout_s=0.5)
+        training.run_local(launch, timeout_s=0.5 if start == "exec" else 0.05, start=start)
     assert failed.value.exit_code == -9
 
 
@@ -388,17 +395,55 @@ def test_the_local_trainer_dies_with_its_launcher(tmp_path: Path) -> None:
         trainer_pid = int(pid_file.read_text())
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait(timeout=30)
-
-        def trainer_gone() -> bool:
-            try:
-                os.kill(trainer_pid, 0)
-            except ProcessLookupError:
-                return True
-            try:  # a zombie until init reaps it: dead all the same
-                return Path(f"/proc/{trainer_pid}/stat").read_text().split(") ")[1].startswith("Z")
-            except FileNotFoundError:
-                return True
-
-        wait_until(trainer_gone, timeout=30, what="the trainer to die with its launcher")
+        wait_until(lambda: _gone(trainer_pid), timeout=30, what="the trainer to die with its launcher")
     finally:
         launcher.kill()
+
+
+def test_a_forked_trainer_dies_with_its_launcher(tmp_path: Path) -> None:
+    """The forked trainer too: the launcher killed outright takes its trainer with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    pid_file = tmp_path / "trainer.pid"
+    # The command the fork runs stands in for training: it records its pid and trains for ever.
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time\n"
+            "import retrainer.cli\n"
+            "from retrainer import training\n"
+            "def train_for_ever(**_):\n"
+            f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+            "    time.sleep(600)\n"
+            "retrainer.cli.app = train_for_ever\n"
+            "training.run_local(training.TrainerLaunch(['train'], {}), timeout_s=600, start='fork')",
+        ]
+    )
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60, what="the trainer")
+        trainer_pid = int(pid_file.read_text())
+        assert trainer_pid != launcher.pid
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=30)
+        wait_until(lambda: _gone(trainer_pid), timeout=30, what="the forked trainer to die with its launcher")
+    finally:
+        launcher.kill()
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie until init reaps it: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True

@@ -2,34 +2,46 @@
 
 from __future__ import annotations
 
-import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
 from retrainer_provider.hooks.mlflow import MlflowHook
 
+if TYPE_CHECKING:
+    from retrainer.training import TrainerProcess
+
 
 class TrainerSubprocessOperator(BaseOperator):
-    """Runs ``python -m retrainer train ...`` on the worker, streaming its output into the task log.
+    """Runs ``retrainer train ...`` in a process of its own on the worker, streaming its output into the task log.
 
     The fallback where no container engine is available: the same command as in a container, without the
     isolation (no CPU or memory limits; ``execution_timeout`` still applies). The trainer logs to the MLflow
-    server of the ``mlflow_conn_id`` connection.
+    server of the ``mlflow_conn_id`` connection. By default the trainer is a fork of the task, whose imports
+    are warm (the worker preloads them), rather than a fresh ``python -m retrainer`` that imports them again.
 
     Args:
         launch: The planned launch (``TrainerLaunch.to_xcom()``, usually an XComArg).
         mlflow_conn_id: The MLflow server's Airflow connection.
+        start: ``fork`` (the default) or ``exec`` (a fresh interpreter).
     """
 
     template_fields = ("launch",)
     ui_color = "#e8f4e8"
 
-    def __init__(self, *, launch: Any, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        launch: Any,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        start: Literal["exec", "fork"] = "fork",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.launch = launch
         self.mlflow_conn_id = mlflow_conn_id
-        self._process: subprocess.Popen[str] | None = None
+        self.start = start
+        self._process: TrainerProcess | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from retrainer.training import TrainerFailedError, TrainerLaunch, run_local
@@ -39,7 +51,10 @@ class TrainerSubprocessOperator(BaseOperator):
         launch = TrainerLaunch.from_xcom(self.launch, tracking).for_try(try_number(context))
         timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 24 * 3600.0
         self.log.info(
-            "training on %s in a subprocess: retrainer %s", ", ".join(launch.window), " ".join(launch.command)
+            "training on %s in a %s process: retrainer %s",
+            ", ".join(launch.window),
+            "forked" if self.start == "fork" else "new",
+            " ".join(launch.command),
         )
         try:
             result = run_local(
@@ -47,6 +62,7 @@ class TrainerSubprocessOperator(BaseOperator):
                 timeout_s=timeout,
                 log_line=lambda line: self.log.info("trainer | %s", line),
                 on_start=self._started,
+                start=self.start,
             )
         except TrainerFailedError as error:
             raise trainer_failed(self.log, launch, tracking, str(error)) from None
@@ -54,7 +70,7 @@ class TrainerSubprocessOperator(BaseOperator):
             self._process = None
         return result.to_json()
 
-    def _started(self, process: subprocess.Popen[str]) -> None:
+    def _started(self, process: TrainerProcess) -> None:
         self._process = process
 
     def on_kill(self) -> None:
