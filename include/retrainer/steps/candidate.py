@@ -291,17 +291,37 @@ def _log_candidate(
             "data/training_batches.json",
         )
         mlflow.log_dict(config.model_dump(mode="json", by_alias=True), "config/project.json")
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            skops_trusted_types=_trusted_types(model),
-            signature=_signature(config, sample, modeling.predict_for_metric(model, sample, config.task)),
-            input_example=sample,
-            pip_requirements=_pip_requirements(config),
-        )
+        with _without_pickle_refusal_warning():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                skops_trusted_types=_trusted_types(model),
+                signature=_signature(config, sample, modeling.predict_for_metric(model, sample, config.task)),
+                input_example=sample,
+                pip_requirements=_pip_requirements(config),
+            )
         mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
         mlflow.set_tag(trusted_models.SHA256_TAG, _logged_digest(info.model_uri))
     return info, run.info.run_id
+
+
+class _PickleRefusal(logging.Filter):
+    """Drops MLflow's warning that it could not check the input example by loading the model: the trainer
+    refuses to load models (no pickle loading in the platform's processes), and the serving check
+    (``steps/serving.py``) loads the candidate in a process of its own once its digest matches."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Deserializing this model is disallowed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_pickle_refusal_warning() -> Iterator[None]:
+    logger, refusal = logging.getLogger("mlflow.models.model"), _PickleRefusal()
+    logger.addFilter(refusal)
+    try:
+        yield
+    finally:
+        logger.removeFilter(refusal)
 
 
 def _logged_digest(model_uri: str) -> str:
