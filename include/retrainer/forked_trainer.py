@@ -94,6 +94,12 @@ def _run_in_child(
             signal.signal(signum, signal.SIG_DFL)
         _redirect_streams(write_fd)
         _drop_inherited_logging()
+        # ps, top and psutil show what it runs, as for a fresh interpreter (before the environment changes: the
+        # title may take over the memory of the process's initial environment).
+        with contextlib.suppress(ImportError):
+            import setproctitle
+
+            setproctitle.setproctitle(" ".join(["retrainer", *args]))
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["retrainer", *args]

@@ -234,7 +234,8 @@ def test_the_train_task_killed_outright_takes_its_trainer_with_it_and_the_retry_
 
     def trainer() -> psutil.Process | None:
         for process in psutil.process_iter(["cmdline"]):
-            command = process.info["cmdline"] or []
+            # A forked trainer's command line is its title (setproctitle), one padded string: split it.
+            command = " ".join(process.info["cmdline"] or []).split()
             if "retrainer" in command and "train" in command and cycle in command:
                 return process
         return None

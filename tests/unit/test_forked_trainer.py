@@ -24,6 +24,8 @@ from retrainer import forked_trainer
 def command(args=None, prog_name=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print("printed", args, os.environ.get("ONLY_THIS"))
+    import psutil
+    print("command line", " ".join(psutil.Process().cmdline()).split())
     logging.getLogger("retrainer.steps").info("logged")
     warnings.warn("warned")
     raise SystemExit(3)
@@ -45,6 +47,7 @@ def test_a_forked_trainer_writes_to_its_pipe_not_to_the_launchers_channels(tmp_p
     lines = result["lines"]
     assert "printed ['train', '--x'] yes" in lines  # its command line and exactly its environment
     assert "INFO retrainer.steps: logged" in lines  # its own log handler, its loggers enabled
+    assert "command line ['retrainer', 'train', '--x']" in lines  # as ps shows a fresh trainer
     assert any("UserWarning: warned" in line for line in lines)
     assert "logged" not in log_channel.read_text(), "nothing of the trainer in the launcher's log channel"
     assert "printed" not in done.stdout
