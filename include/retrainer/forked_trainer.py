@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, NoReturn
 
 # Signals whose handlers a launcher installs for itself (Airflow's task runner: SIGTERM, SIGUSR2): the
@@ -57,9 +57,6 @@ class ForkedTrainer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stdout)
-
 
 def start(
     args: Sequence[str], env: Mapping[str, str], *, before: Callable[[], None] | None = None
@@ -94,15 +91,15 @@ def _run_in_child(
             signal.signal(signum, signal.SIG_DFL)
         _redirect_streams(write_fd)
         _drop_inherited_logging()
+        sys.argv = ["retrainer", *args]
         # ps, top and psutil show what it runs, as for a fresh interpreter (before the environment changes: the
         # title may take over the memory of the process's initial environment).
         with contextlib.suppress(ImportError):
             import setproctitle
 
-            setproctitle.setproctitle(" ".join(["retrainer", *args]))
+            setproctitle.setproctitle(" ".join(sys.argv))
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = ["retrainer", *args]
         from retrainer.cli import app
 
         app(args=args, prog_name="retrainer")  # standalone: ends with SystemExit
