@@ -28,3 +28,9 @@ def scratch_environment(prefix: str) -> Path:
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     return root
+
+
+def restore(template: Path, target: Path) -> None:
+    """Put ``target`` back to the state saved in ``template`` (a bench's data folder before each repetition)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(template, target)

@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _scratch import REPO, scratch_environment  # bench/ is on sys.path when a bench runs as a script
+from _scratch import REPO, restore, scratch_environment  # bench/ is on sys.path when a bench runs as a script
 
 STEPS = ["ingest", "validate", "drift", "train", "evaluate", "promote"]
 
@@ -47,11 +47,6 @@ def _prepare(config_path: Path) -> tuple[Path, str]:
     template = Path(config.data.root_uri).with_name("template")
     shutil.copytree(config.data.root_uri, template)
     return template, demo.week_cutoff(weeks[1]).isoformat()
-
-
-def _restore(template: Path, target: Path) -> None:
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(template, target)
 
 
 def _in_process(config_path: Path, cutoff: str) -> dict[str, float]:
@@ -140,9 +135,9 @@ def main() -> int:
             client.wait_until_dag_parsed(dag_id, timeout=180)
             client.unpause(dag_id)
             for repeat in range(1, args.repeats + 1):
-                _restore(template, data)
+                restore(template, data)
                 in_process.append(_in_process(config_path, cutoff))
-                _restore(template, data)
+                restore(template, data)
                 airflow.append(through_airflow(client, dag_id, cutoff))
                 print(
                     f"repeat {repeat}: in-process {in_process[-1]['total']:.1f} s, "

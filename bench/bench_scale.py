@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _scratch import REPO, scratch_environment  # bench/ is on sys.path when a bench runs as a script
+from _scratch import REPO, restore, scratch_environment  # bench/ is on sys.path when a bench runs as a script
 
 STEPS = ["ingest", "validate", "drift", "train", "evaluate", "promote"]
 SEED = 11
@@ -341,8 +341,7 @@ def main() -> int:
                 figures = results[rows]["in_process"]
                 print(f"  in process: {figures['total']['seconds']:.1f} s", flush=True)
                 if rows in (args.airflow_rows or []):
-                    shutil.rmtree(data)
-                    shutil.copytree(template, data)
+                    restore(template, data)
                     dag_id = f"retrain_scale_{rows}"
                     client.wait_until_dag_parsed(dag_id, timeout=300)
                     client.unpause(dag_id)
@@ -350,8 +349,7 @@ def main() -> int:
                     # Warm, as the in-process side is: the stack's first run also starts its worker processes.
                     print(f"{rows:,} rows a week: a first, untimed cycle through Airflow ...", flush=True)
                     _through_airflow(client, dag_id, state["cutoff"], timeout)
-                    shutil.rmtree(data)
-                    shutil.copytree(template, data)
+                    restore(template, data)
                     print(f"{rows:,} rows a week: the cycle through Airflow ...", flush=True)
                     results[rows]["airflow"] = _through_airflow(client, dag_id, state["cutoff"], timeout)
                     print(f"  through Airflow: {results[rows]['airflow']['total']['seconds']:.1f} s", flush=True)
